@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Real-data quality runs on one GPU: SASRec and Lite-LLM4Rec on ML-1M and Amazon Beauty, each
+# over the same small grid (run as parallel processes), selected per model on validation NDCG@10.
+#
+#   DATA_ROOT=path/to/data OUT=out bash benchmarks/quality_gpu.sh
+#
+# DATA_ROOT must hold ml-1m/{user_sequences.txt.gz,movies.dat} and
+# amazon-beauty/{user_sequence.txt.gz,item_titles.tsv.gz}. Item-LLM vectors are read from the
+# lite-export cache (LITE_EXPORT_CACHE) when present, so the item LLM need not be installed there.
+set -u
+OUT=${OUT:-benchmarks/results/quality_gpu}
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+BUDGET=${BUDGET:-200}         # seconds of training per run (early stopping usually ends sooner)
+PY=${PYTHON:-python3}
+mkdir -p "$OUT/runs"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+start=$(date +%s)
+i=0
+for ds in ml-1m amazon-beauty; do
+  for model in SASRec Lite-LLM4Rec; do
+    for cfg in "--d-model 64 --dropout 0.2" "--d-model 128 --dropout 0.3"; do
+      extra=""
+      [ "$model" = SASRec ] && [ "$cfg" = "--d-model 64 --dropout 0.2" ] && extra="most-popular"
+      $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
+        --out "$OUT/runs/r$i" $cfg --max-train-seconds "$BUDGET" > "$OUT/runs/r$i.log" 2>&1 &
+      i=$((i + 1))
+    done
+  done
+done
+wait
+echo "all runs finished in $(( $(date +%s) - start ))s"
+for f in "$OUT"/runs/r*.log; do echo "== $f"; tail -n 4 "$f"; done
+$PY benchmarks/quality.py --merge "$OUT"/runs/r* --out "$OUT"
+tar -czf "$OUT/logs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"

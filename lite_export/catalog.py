@@ -1,0 +1,112 @@
+"""The item catalog a model ranks: internal index <-> external id, titles, popularity.
+
+Written as ``items.jsonl`` (one JSON object per line, in index order) in checkpoints and exported
+artifacts alike, so any tool can join scores back to ids and titles without Python.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class UnknownItemError(KeyError):
+    """Raised when a history names item ids that the catalog does not contain."""
+
+    def __init__(self, unknown: Sequence[str], num_items: int):
+        self.unknown = list(unknown)
+        shown = ", ".join(repr(u) for u in self.unknown[:10])
+        more = f" (+{len(self.unknown) - 10} more)" if len(self.unknown) > 10 else ""
+        super().__init__(
+            f"unknown item ids: {shown}{more}. The catalog has {num_items} items; "
+            "pass external ids exactly as they appear in items.jsonl"
+        )
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+@dataclass
+class ItemCatalog:
+    ids: list[str]
+    titles: list[str]
+    popularity: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ids = [str(i) for i in self.ids]
+        if not self.popularity:
+            self.popularity = [0] * len(self.ids)
+        self._index = {ext: i for i, ext in enumerate(self.ids)}
+        if len(self._index) != len(self.ids):
+            raise ValueError("ItemCatalog: external item ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def pad_index(self) -> int:
+        return len(self.ids)
+
+    def indices(self, external_ids: Iterable) -> list[int]:
+        """Internal indices of external ids; raises UnknownItemError naming every unknown id."""
+        out, unknown = [], []
+        for ext in external_ids:
+            idx = self._index.get(str(ext))
+            if idx is None:
+                unknown.append(str(ext))
+            else:
+                out.append(idx)
+        if unknown:
+            raise UnknownItemError(unknown, len(self.ids))
+        return out
+
+    def batch_indices(self, histories: Iterable[Iterable]) -> list[list[int]]:
+        """indices() for many histories; the error names every unknown id of every history."""
+        out, unknown = [], []
+        for h in histories:
+            try:
+                out.append(self.indices(h))
+            except UnknownItemError as exc:
+                unknown.extend(u for u in exc.unknown if u not in unknown)
+        if unknown:
+            raise UnknownItemError(unknown, len(self.ids))
+        return out
+
+    def write_jsonl(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for i, ext in enumerate(self.ids):
+                row = {
+                    "index": i,
+                    "id": ext,
+                    "title": self.titles[i],
+                    "popularity": self.popularity[i],
+                }
+                if self.texts:
+                    row["text"] = self.texts[i]
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def read_jsonl(cls, path: str | Path) -> ItemCatalog:
+        ids, titles, pops, texts = [], [], [], []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if row["index"] != len(ids):
+                        raise ValueError(f"index {row['index']} out of order (expected {len(ids)})")
+                    ids.append(str(row["id"]))
+                    titles.append(row.get("title", ""))
+                    pops.append(int(row.get("popularity", 0)))
+                    if "text" in row:
+                        texts.append(row["text"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ValueError(
+                        f"{path} line {lineno}: bad item row ({exc}); each line must be a JSON "
+                        'object like {"index": 0, "id": "1193", "title": "...", "popularity": 3}'
+                    ) from None
+        return cls(ids, titles, pops, texts if len(texts) == len(ids) else [])

@@ -1,0 +1,359 @@
+"""The `lite` command. Each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="lite",
+    help="Train, evaluate, export and serve Lite-LLM4Rec sequential recommenders.\n\n"
+    "Start with `lite demo --no-serve` (trains on the built-in synthetic catalog in seconds).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+
+DATA_NAMES = "synthetic|ml-1m|ml-100k|amazon|csv"
+DataOpt = Annotated[str, typer.Option("--data", help=f"Data set: {DATA_NAMES}.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Directory holding the data set's files (not needed for synthetic)."
+    ),
+]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _metrics_table(rows: dict[str, dict], title: str):
+    from rich.table import Table
+
+    from lite_export.model.metrics import DEFAULT_KS
+
+    table = Table(title=title)
+    table.add_column("model")
+    for k in DEFAULT_KS:
+        table.add_column(f"Recall@{k}", justify="right")
+    for k in DEFAULT_KS:
+        table.add_column(f"NDCG@{k}", justify="right")
+    for name, m in rows.items():
+        table.add_row(
+            name,
+            *[f"{m[f'recall@{k}']:.4f}" for k in DEFAULT_KS],
+            *[f"{m[f'ndcg@{k}']:.4f}" for k in DEFAULT_KS],
+        )
+    return table
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  lite train --data synthetic --preset tiny --out ckpt\n\n"
+    "  lite train --data ml-1m --data-dir ../shared/data/ml-1m --preset small --out ckpt-ml1m\n\n"
+    "  lite train --data amazon --data-dir data/beauty --preset sasrec --out ckpt-sasrec\n\n"
+    "  accelerate launch --num_processes 2 -m lite_export.cli train --data ml-1m --data-dir DIR --out ckpt"
+)
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
+    data: DataOpt = "synthetic",
+    data_dir: DataDirOpt = None,
+    preset: Annotated[
+        str, typer.Option(help="tiny|small|sasrec (model + training defaults).")
+    ] = "tiny",
+    item_llm: Annotated[
+        str | None,
+        typer.Option(
+            "--item-llm", help="Item LLM: path, hub id, all-minilm-l6-v2, tiny-random, or none."
+        ),
+    ] = None,
+    rec_llm: Annotated[
+        str | None, typer.Option("--rec-llm", help="Pretrained rec LLM backbone (path or hub id).")
+    ] = None,
+    rec_arch: Annotated[
+        str | None, typer.Option(help="llama|qwen2|gpt2 when no --rec-llm.")
+    ] = None,
+    d_model: Annotated[int | None, typer.Option(help="Rec LLM width.")] = None,
+    n_layers: Annotated[int | None, typer.Option(help="Rec LLM layers.")] = None,
+    n_heads: Annotated[int | None, typer.Option(help="Rec LLM attention heads.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout.")] = None,
+    max_history: Annotated[
+        int | None, typer.Option(help="Positions the model sees (default: the data set's).")
+    ] = None,
+    finetune_item_llm: Annotated[bool, typer.Option(help="Fine-tune the item LLM too.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Sequences per batch (per process).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience (epochs).")] = None,
+    loss: Annotated[str | None, typer.Option(help="full|sampled softmax.")] = None,
+    num_negatives: Annotated[int | None, typer.Option(help="Negatives for --loss sampled.")] = None,
+    max_train_seconds: Annotated[
+        float | None, typer.Option(help="Stop after this much training time.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic under it).")] = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a Lite-LLM4Rec model (or its SASRec peer) and write a checkpoint directory."""
+    from accelerate import Accelerator
+    from rich.console import Console
+
+    from lite_export.model.config import LiteConfig, TrainConfig
+    from lite_export.model.workflow import (
+        DataSpec,
+        load_split,
+        most_popular_metrics,
+        pick_device,
+        train_checkpoint,
+        write_json,
+    )
+
+    spec = DataSpec(data, str(data_dir.resolve()) if data_dir else None)
+    try:
+        acc = Accelerator(**pick_device(device))
+        ds, split = load_split(spec)
+        overrides = dict(
+            rec_llm=rec_llm,
+            rec_arch=rec_arch,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_history=max_history or ds.max_history,
+        )
+        model_cfg = LiteConfig.from_name(preset, **overrides)
+        if item_llm is not None:
+            model_cfg.item_llm = None if item_llm.lower() == "none" else item_llm
+        model_cfg.finetune_item_llm = finetune_item_llm or model_cfg.finetune_item_llm
+        model_cfg.__post_init__()
+        train_cfg = TrainConfig.from_name(
+            preset,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            loss=loss,
+            num_negatives=num_negatives,
+            max_train_seconds=max_train_seconds,
+            seed=seed,
+        )
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        _fail(str(exc))
+    model, result, test = train_checkpoint(
+        spec, model_cfg, train_cfg, out, accelerator=acc, progress=progress, data=(ds, split)
+    )
+    if acc.is_main_process:
+        pop = most_popular_metrics(split)
+        Console().print(
+            _metrics_table(
+                {f"{preset} ({out.name})": test, "most-popular": pop},
+                f"{ds.name} test — full ranking, history masked",
+            )
+        )
+        print(
+            f"checkpoint written to {out}  ({result.train_seconds:.1f}s, {result.epochs_run} epochs)"
+        )
+        if json_out:
+            write_json(json_out, {"test": test, "most_popular": pop, "train": result.to_dict()})
+
+
+@app.command(
+    name="eval",
+    epilog="Examples:\n\n"
+    "  lite eval ckpt\n\n"
+    "  lite eval ckpt --split valid --json metrics.json\n\n"
+    "  lite eval ckpt-ml1m --data ml-1m --data-dir ../shared/data/ml-1m",
+)
+def eval_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory written by `lite train`.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help=f"{DATA_NAMES} (default: the checkpoint's).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    split_name: Annotated[str, typer.Option("--split", help="test|valid.")] = "test",
+    json_out: JsonOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Evaluate a checkpoint: Recall/NDCG@{5,10,20}, full ranking, history masked, beside most-popular."""
+    import torch
+    from rich.console import Console
+
+    from lite_export.model.lite_llm4rec import LiteLLM4Rec, read_checkpoint_meta
+    from lite_export.model.metrics import PROTOCOL
+    from lite_export.model.workflow import (
+        DataSpec,
+        evaluate_split,
+        load_split,
+        most_popular_metrics,
+        write_json,
+    )
+
+    try:
+        meta = read_checkpoint_meta(ckpt)
+        stored = meta.get("data", {})
+        spec = DataSpec(
+            data or stored.get("name", "synthetic"),
+            str(data_dir.resolve()) if data_dir else (stored.get("data_dir") if not data else None),
+        )
+        dev = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        model = LiteLLM4Rec.from_pretrained(ckpt, device=dev)
+        ds, split = load_split(spec)
+        if ds.num_items != model.config.num_items or list(ds.item_ids) != model.catalog.ids:
+            _fail(
+                f"the data set {spec.name!r} has a different item catalog ({ds.num_items} items) "
+                f"from the checkpoint ({model.config.num_items}); evaluate on the data it was trained on"
+            )
+        metrics = evaluate_split(model, split, split_name, device=dev)
+        pop = most_popular_metrics(split, split_name)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
+        _fail(str(exc))
+    Console().print(
+        _metrics_table(
+            {ckpt.name: metrics, "most-popular": pop}, f"{ds.name} {split_name} — {PROTOCOL}"
+        )
+    )
+    if json_out:
+        write_json(
+            json_out,
+            {
+                "checkpoint": str(ckpt),
+                "dataset": ds.name,
+                "split": split_name,
+                "protocol": PROTOCOL,
+                "metrics": metrics,
+                "most_popular": pop,
+            },
+        )
+        print(f"metrics written to {json_out}")
+
+
+@app.command(
+    epilog="Examples:\n\n  lite demo --no-serve\n\n  lite demo --no-serve --epochs 3 --out demo-ckpt"
+)
+def demo(
+    serve: Annotated[
+        bool,
+        typer.Option("--serve/--no-serve", help="Serve the model afterwards (needs `lite serve`)."),
+    ] = True,
+    out: Annotated[Path | None, typer.Option(help="Keep the checkpoint here.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the tiny preset's).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train on the built-in synthetic catalog, evaluate, and show sample recommendations."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lite_export.model.config import LiteConfig, TrainConfig
+    from lite_export.model.metrics import PROTOCOL
+    from lite_export.model.workflow import (
+        DataSpec,
+        load_split,
+        most_popular_metrics,
+        train_checkpoint,
+    )
+
+    console = Console()
+    spec = DataSpec("synthetic")
+    ds, split = load_split(spec)
+    model_cfg = LiteConfig.from_name("tiny", max_history=ds.max_history)
+    train_cfg = TrainConfig.from_name("tiny", epochs=epochs, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = out or Path(tmp) / "ckpt"
+        model, result, test = train_checkpoint(spec, model_cfg, train_cfg, ckpt, data=(ds, split))
+        pop = most_popular_metrics(split)
+        console.print(
+            _metrics_table(
+                {"Lite-LLM4Rec (tiny)": test, "most-popular": pop}, f"synthetic test — {PROTOCOL}"
+            )
+        )
+        users = [0, 1, 2]
+        hists = [[ds.item_ids[i] for i in split.test[u][0]] for u in users]
+        top = model.recommend(hists, k=5)
+        for u, hist, ids, scores in zip(users, hists, top.ids, top.scores, strict=True):
+            table = Table(
+                title=f"user {ds.user_ids[u]}: last items "
+                + "; ".join(ds.item_titles[ds.index_of(i)] for i in hist[-3:])
+            )
+            table.add_column("#", justify="right")
+            table.add_column("item")
+            table.add_column("title")
+            table.add_column("score", justify="right")
+            for r, (i, s) in enumerate(zip(ids, scores, strict=True), 1):
+                table.add_row(str(r), i, ds.item_titles[ds.index_of(i)], f"{s:.3f}")
+            console.print(table)
+        console.print(
+            f"trained in {result.train_seconds:.1f}s ({result.epochs_run} epochs)"
+            + (f"; checkpoint kept in {out}" if out else "")
+        )
+    if serve:
+        console.print(
+            "[yellow]serving is not part of this release yet; "
+            "run `lite demo --no-serve` to skip this step.[/yellow]"
+        )
+
+
+@app.command(epilog="Example:\n\n  lite env")
+def env() -> None:
+    """Print versions of lite-export and its runtimes (paste this into bug reports)."""
+    import platform
+    from importlib import metadata
+
+    from lite_export import __version__
+
+    rows = {
+        "lite-export": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for pkg in (
+        "torch",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "tokenizers",
+        "numpy",
+        "triton",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "tensorrt",
+        "faiss-cpu",
+    ):
+        try:
+            rows[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            rows[pkg] = "not installed"
+    try:
+        import torch
+
+        rows["cuda"] = (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
+        )
+    except ImportError:
+        pass
+    width = max(map(len, rows))
+    for k, v in rows.items():
+        print(f"{k:<{width}}  {v}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

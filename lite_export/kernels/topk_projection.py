@@ -1,0 +1,808 @@
+"""Fused projection + top-K ranking in OpenAI Triton: ``top-k(h @ W.T + b)`` without ``[B, N]``.
+
+Ranking the whole catalog is the step whose cost grows with the business: every new item adds a
+row to the projection head. Public systems write the ``[B, N]`` score matrix to memory and then
+select; this kernel streams ``W`` once and selects on the fly, so the scores never leave the chip.
+
+Design
+------
+*Stage 1* (``_topk_projection_stage1_kernel``), grid ``(cdiv(B, BLOCK_B), chunks)``: program
+``(i, c)`` owns query rows ``[i*BLOCK_B, (i+1)*BLOCK_B)`` and a chunk of consecutive item tiles.
+For each tile of ``BLOCK_N`` items it computes the ``[BLOCK_B, BLOCK_N]`` score tile
+``h @ W_tile.T`` with ``tl.dot`` (fp32 accumulate) -- or, for ``BLOCK_B < 16`` (``B <= 2``),
+with a broadcast multiply + sum on the CUDA cores so no padded query rows waste selection work --
+adds the bias, sets excluded items to ``-inf``, and folds the tile into a running per-row top
+``K_PAD`` held in registers. Then it writes its best ``k`` per row to ``cand [B, chunks, k]``.
+
+*Selection.* Scores are packed with their item index into one int64 (below) so the values-only
+``tl.topk``/``tl.sort`` carry the index. The running list ``best [BLOCK_B, K_PAD]`` is kept
+sorted ascending, so ``best[:, 0]`` is each row's admission threshold. A tile is first tested
+against the thresholds (one row-max and compare); only if some element beats them is it reduced
+with ``tl.topk`` (or sorted, when ``BLOCK_N <= K_PAD``) to a descending ``[BLOCK_B, K_PAD]``
+list, merged with ``best`` by Batcher's half-cleaner (elementwise max of an ascending and a
+descending list holds the top ``K_PAD`` of both, as a bitonic sequence) and re-sorted with
+``tl.bitonic_merge`` (``log2 K_PAD`` compare-exchange steps).
+
+*Stage 2* merges the ``B x chunks x k`` candidates with ``torch.topk`` on the packed int64
+(values carry index and tie order, so no gather is needed) and unpacks scores and ids with a few
+elementwise ops. A second Triton kernel would need one program per row looping over all
+candidates (serial for small B); ``torch.topk`` is a radix select spread over the GPU, and the
+candidate set is small (e.g. B=16, k=100: 16 x ~500 x 100 int64 = 6 MB beside a 2 GB ``W``).
+
+*Chunks.* ``chunks`` is chosen so that ``cdiv(B, BLOCK_B) * chunks`` is about
+``_WAVES x #SMs`` (the chip stays full when B is 1), but each chunk keeps at least
+``_MIN_ITEMS_PER_K * K_PAD`` items so large ``k`` does not turn the candidate list into a copy
+of the score matrix: large k relative to the tile gives fewer, bigger chunks.
+
+Packing (order-preserving, ties to the lower index)
+---------------------------------------------------
+``key32 = bits(score) if bits >= 0 else bits ^ 0x7FFFFFFF`` (int32 order == float order, with
+``-0.0 < +0.0``; NaN sorts above ``+inf`` like ``torch.topk`` for positive NaN) and
+``packed = key32 << 32 | (0x7FFFFFFF - index)``. Item indices need 31 bits (N <= 2**31); among
+equal scores the larger packed value, i.e. the lower index, wins, so results are deterministic.
+Padding slots (items ``>= N``) hold ``_SENTINEL`` = ``-(2**63 - 1)``, below every real score
+including ``-inf``, so they never reach the output while ``k <= N``.
+
+Exclusion (format in :mod:`lite_export.kernels.reference`)
+-------------------------------------------------------------
+The wrapper turns ``exclude`` into int64 ``[B, H + 1]``, each row sorted ascending with padding
+and one terminating column set to ``2**62``. A program counts, per row, the excluded ids below its
+chunk start (one pass over the row), then walks the row with a cursor: for each tile it compares
+the row's next excluded id with the tile end and, only while some row has one inside the tile,
+marks it and advances. No ``[B, N]`` mask exists anywhere; a tile costs one ``[BLOCK_B]`` compare
+when it holds no history item.
+
+On CPU the kernel runs only under ``TRITON_INTERPRET=1``, which must be set before this module
+is imported (``@triton.jit`` reads it at decoration). In the interpreter ``tl.dot`` on bf16
+returns garbage, so operands are cast to fp32 there (decided at launch from ``os.environ``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+import triton
+import triton.language as tl
+
+from lite_export.kernels.reference import (
+    ExcludeLike,
+    check_ranking_inputs,
+    normalize_exclude,
+)
+
+__all__ = [
+    "MAX_K",
+    "KernelConfig",
+    "LaunchPlan",
+    "get_autotune_configs",
+    "block_b_for",
+    "heuristic_config",
+    "plan_launch",
+    "topk_projection",
+    "tune_topk_projection",
+]
+
+#: Largest k the kernel accepts (the running list is K_PAD = next_pow2(k) int64 per row).
+MAX_K = 1024
+
+# int64 just above INT64_MIN: below every packed real score (-inf included).
+_SENTINEL = -(2**63 - 1)
+_EXCLUDE_BIG = 2**62
+
+#: Programs per SM the chunk count aims for: enough resident programs to keep several W tiles in
+#: flight per SM when B is small (no measurement yet: first GPU run decides, see bench).
+_WAVES = 4
+#: Each chunk holds at least this many K_PAD's worth of items, so candidates stay <= 1/4 of items.
+_MIN_ITEMS_PER_K = 4
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pack(scores, idx):
+    """Order-preserving int64 of (fp32 score, int64 index); equal scores: lower index larger."""
+    bits = scores.to(tl.int32, bitcast=True)
+    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    return (key.to(tl.int64) << 32) | (0x7FFFFFFF - idx)
+
+
+@triton.jit
+def _merge_tile(best, packed, K_PAD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold a packed tile [BLOCK_B, BLOCK_N] into the ascending running list best [BLOCK_B, K_PAD].
+
+    Returns the new list and its per-row minimum (the admission threshold).
+    """
+    if BLOCK_N >= K_PAD:
+        if BLOCK_N > K_PAD:
+            cand = tl.topk(packed, K_PAD, dim=1)  # descending [BLOCK_B, K_PAD]
+        else:
+            cand = tl.sort(packed, dim=1, descending=True)
+        merged = tl.bitonic_merge(tl.maximum(best, cand), dim=1, descending=False)
+        thr = tl.min(merged, axis=1)
+    else:
+        # Tile shorter than the list: the half-cleaner only touches the first BLOCK_N slots
+        # (the descending candidate list is padded with sentinels, and max(x, sentinel) = x).
+        cand = tl.sort(packed, dim=1, descending=True)  # [BLOCK_B, BLOCK_N]
+        best3 = tl.reshape(best, (BLOCK_B, K_PAD // BLOCK_N, BLOCK_N))
+        first = (tl.arange(0, K_PAD // BLOCK_N) == 0)[None, :, None]
+        merged3 = tl.where(first, tl.maximum(best3, cand[:, None, :]), best3)
+        # Reduce the 3-D view: tl.min on the 2-D reshape trips Triton's layout pass (3.6/3.7).
+        thr = tl.min(tl.min(merged3, axis=2), axis=1)
+        merged = tl.bitonic_merge(tl.reshape(merged3, (BLOCK_B, K_PAD)), dim=1, descending=False)
+    return merged, thr
+
+
+@triton.jit
+def _topk_projection_stage1_kernel(
+    # pointers
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    ex_ptr,
+    cand_ptr,
+    # sizes
+    B,
+    N,
+    D,
+    H,
+    k,
+    tiles_per_chunk,
+    # strides
+    stride_hb,
+    stride_hd,
+    stride_wn,
+    stride_wd,
+    stride_b,
+    stride_exb,
+    stride_cb,
+    stride_cc,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr,
+    HAS_EXCLUDE: tl.constexpr,
+    K_PAD: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SINGLE_D: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    CAST_FP32: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    SKIP: tl.constexpr,
+    EX_BLOCK: tl.constexpr,
+):
+    SENTINEL: tl.constexpr = -9223372036854775807
+    BIG: tl.constexpr = 4611686018427387904
+
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    rows64 = rows.to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_t = tl.arange(0, BLOCK_N)
+
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    t_start = pid_c * tiles_per_chunk
+    t_end = tl.minimum(t_start + tiles_per_chunk, n_tiles)
+    chunk_lo = t_start.to(tl.int64) * BLOCK_N
+
+    best = tl.full((BLOCK_B, K_PAD), SENTINEL, tl.int64)  # ascending; column 0 = threshold
+    thr = tl.full((BLOCK_B,), SENTINEL, tl.int64)
+
+    if HAS_EXCLUDE:
+        # cursor[r] = number of row r's excluded ids below this chunk (rows are sorted).
+        cur = tl.zeros((BLOCK_B,), tl.int64)
+        offs_e = tl.arange(0, EX_BLOCK)
+        for e0 in range(0, H, EX_BLOCK):
+            e_ok = (e0 + offs_e) < H
+            ex = tl.load(
+                ex_ptr + rows64[:, None] * stride_exb + (e0 + offs_e)[None, :],
+                mask=row_ok[:, None] & e_ok[None, :],
+                other=BIG,
+            )
+            cur += tl.sum((ex < chunk_lo).to(tl.int64), axis=1)
+        nxt = tl.load(ex_ptr + rows64 * stride_exb + cur, mask=row_ok, other=BIG)
+
+    if SINGLE_D:
+        d_ok = offs_d < D
+        h_blk = tl.load(
+            h_ptr + rows64[:, None] * stride_hb + offs_d[None, :] * stride_hd,
+            mask=row_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        if CAST_FP32:
+            h_blk = h_blk.to(tl.float32)
+
+    n0 = chunk_lo  # int64 scalar: item offsets reach 2**31 and W offsets N * d
+    for _ in range(t_start, t_end):
+        offs_n = n0 + offs_t  # [BLOCK_N] int64
+        n_ok = offs_n < N
+        acc = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+        if SINGLE_D:
+            w = tl.load(
+                w_ptr + offs_n[:, None] * stride_wn + offs_d[None, :] * stride_wd,
+                mask=n_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            if CAST_FP32:
+                w = w.to(tl.float32)
+            if USE_DOT:
+                acc = tl.dot(h_blk, tl.trans(w), acc, input_precision=INPUT_PRECISION)
+            else:
+                acc += tl.sum(h_blk[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), 2)
+        else:
+            for d0 in range(0, D, BLOCK_D):
+                dd = d0 + offs_d
+                d_ok2 = dd < D
+                hb = tl.load(
+                    h_ptr + rows64[:, None] * stride_hb + dd[None, :] * stride_hd,
+                    mask=row_ok[:, None] & d_ok2[None, :],
+                    other=0.0,
+                )
+                w = tl.load(
+                    w_ptr + offs_n[:, None] * stride_wn + dd[None, :] * stride_wd,
+                    mask=n_ok[:, None] & d_ok2[None, :],
+                    other=0.0,
+                )
+                if CAST_FP32:
+                    hb = hb.to(tl.float32)
+                    w = w.to(tl.float32)
+                if USE_DOT:
+                    acc = tl.dot(hb, tl.trans(w), acc, input_precision=INPUT_PRECISION)
+                else:
+                    acc += tl.sum(hb[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), 2)
+
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + offs_n * stride_b, mask=n_ok, other=0.0).to(tl.float32)
+            acc += bias[None, :]
+
+        if HAS_EXCLUDE:
+            tile_end = n0 + BLOCK_N
+            excl = tl.zeros((BLOCK_B, BLOCK_N), tl.int32)
+            while tl.max((nxt < tile_end).to(tl.int32), axis=0) > 0:
+                hit = nxt < tile_end
+                excl = excl | ((offs_n[None, :] == nxt[:, None]) & hit[:, None]).to(tl.int32)
+                cur += hit.to(tl.int64)
+                nxt = tl.load(ex_ptr + rows64 * stride_exb + cur, mask=row_ok, other=BIG)
+            acc = tl.where(excl != 0, float("-inf"), acc)
+
+        packed = _pack(acc, offs_n[None, :])
+        packed = tl.where(n_ok[None, :], packed, SENTINEL)
+
+        if SKIP:
+            # Only fold the tile in when some element beats its row's current K_PAD-th best.
+            tile_max = tl.max(packed, axis=1)
+            if tl.max((tile_max > thr).to(tl.int32), axis=0) > 0:
+                best, thr = _merge_tile(best, packed, K_PAD, BLOCK_B, BLOCK_N)
+        else:
+            best, thr = _merge_tile(best, packed, K_PAD, BLOCK_B, BLOCK_N)
+        n0 += BLOCK_N
+
+    # best is ascending: the row's top k are its last k slots; write them as cand[row, c, 0:k].
+    offs_k = tl.arange(0, K_PAD)
+    slot = offs_k - (K_PAD - k)
+    c_ptrs = cand_ptr + rows64[:, None] * stride_cb + pid_c.to(tl.int64) * stride_cc + slot[None, :]
+    tl.store(c_ptrs, best, mask=row_ok[:, None] & (slot >= 0)[None, :])
+
+
+# Whether @triton.jit above produced the interpreter's function (it reads TRITON_INTERPRET then).
+_KERNEL_INTERPRETED = type(_topk_projection_stage1_kernel).__name__ == "InterpretedFunction"
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One stage-1 launch shape. ``block_d`` is an upper bound: it shrinks to ``next_pow2(d)``."""
+
+    block_b: int
+    block_n: int
+    block_d: int
+    num_warps: int
+    num_stages: int
+    skip: bool = True
+    reason: str = ""
+
+    def key(self) -> tuple[int, int, int, int, int, bool]:
+        return (
+            self.block_b,
+            self.block_n,
+            self.block_d,
+            self.num_warps,
+            self.num_stages,
+            self.skip,
+        )
+
+    def short(self) -> str:
+        s = "" if self.skip else "-noskip"
+        return (
+            f"b{self.block_b}n{self.block_n}d{self.block_d}w{self.num_warps}s{self.num_stages}{s}"
+        )
+
+
+# Register counts are ptxas's for sm_90 with Triton 3.7 (AOT-compiled on CPU, bf16, bias, no
+# exclusion); none of these spills. Shared memory is Triton's pipelined W/h buffers.
+_HOPPER = [
+    KernelConfig(
+        1,
+        128,
+        64,
+        4,
+        3,
+        reason="B=1: CUDA-core dot, no padded rows in the selection; 168 regs, 4 KB smem",
+    ),
+    KernelConfig(
+        2,
+        128,
+        32,
+        4,
+        3,
+        reason="B=2 (and any B when k>512): CUDA-core dot; [2,128,32] product, 72-168 regs",
+    ),
+    KernelConfig(
+        2,
+        128,
+        32,
+        8,
+        2,
+        reason="k>512: 8 warps spread the [2,1024] int64 running list (100 regs, no spill)",
+    ),
+    KernelConfig(
+        16,
+        128,
+        128,
+        4,
+        3,
+        reason="B<=16 default: M=16 is tl.dot's minimum; 32 KB bf16 W tile/stage; 196 regs",
+    ),
+    KernelConfig(
+        16, 128, 64, 4, 4, reason="B<=16, d<=64 or fp32: 16 KB/stage, whole d in one load; 168 regs"
+    ),
+    KernelConfig(
+        16,
+        64,
+        256,
+        4,
+        3,
+        reason="B<=16, d>=1024: 512 B row segments per load, 4 d-steps per tile; 200 regs",
+    ),
+    KernelConfig(
+        16,
+        256,
+        64,
+        8,
+        3,
+        reason="B<=16, k<=16: wide tile, topk's cheap halving steps dominate; 192 regs",
+    ),
+    KernelConfig(
+        16,
+        128,
+        128,
+        8,
+        3,
+        reason="B<=16, 128<k<=512: 8 warps hold the [16,512] int64 list (251 regs at k=512)",
+    ),
+    KernelConfig(
+        16, 128, 128, 4, 3, skip=False, reason="control: always merge (measures the threshold skip)"
+    ),
+    KernelConfig(
+        32,
+        128,
+        64,
+        4,
+        3,
+        reason="16<B<=32 or B>32 with k<=64: one W pass per 32 rows; 235 regs at k=128",
+    ),
+    KernelConfig(
+        32,
+        64,
+        64,
+        8,
+        3,
+        reason="B>32, k>=128: 32 rows x 128-long list in 190 regs (64 rows would need 254)",
+    ),
+    KernelConfig(
+        64,
+        128,
+        64,
+        8,
+        3,
+        reason="B>32, k<=64: 64 rows per W pass cut W re-reads (from L2) 2x vs 32; 126 regs at k=16",
+    ),
+]
+
+# Ampere (A100: 108 SMs, 164 KB shared memory per SM, 1.6-2.0 TB/s): fewer stages, 64-wide d.
+_AMPERE = [
+    KernelConfig(
+        1, 128, 64, 4, 2, reason="B=1: CUDA-core dot; 2 stages leave room for 3-4 programs/SM"
+    ),
+    KernelConfig(2, 128, 32, 4, 2, reason="B=2: CUDA-core dot, as on Hopper"),
+    KernelConfig(2, 128, 32, 8, 2, reason="k>512: 8 warps spread the running list, as on Hopper"),
+    KernelConfig(
+        16,
+        128,
+        64,
+        4,
+        3,
+        reason="B<=16 default: 16 KB W tile/stage x 3 fits 164 KB beside a second program",
+    ),
+    KernelConfig(16, 64, 128, 4, 3, reason="B<=16, d>=512: 256 B row segments, same 16 KB/stage"),
+    KernelConfig(
+        16,
+        128,
+        64,
+        8,
+        2,
+        reason="B<=16, 128<k<=512: 8 warps hold the list (255 regs at 4 warps on sm_80)",
+    ),
+    KernelConfig(32, 128, 64, 4, 2, reason="16<B<=32 or B>32 with k<=64: one W pass per 32 rows"),
+    KernelConfig(32, 64, 64, 8, 2, reason="B>32, k>=128: 32-row blocks keep the list in registers"),
+    KernelConfig(64, 128, 64, 8, 2, reason="B>32, k<=64: 64 rows per W pass"),
+]
+
+#: Interpreter (CPU, TRITON_INTERPRET=1): small tiles keep numpy fast and exercise multi-tile paths.
+_INTERPRETER = [
+    KernelConfig(1, 32, 32, 4, 1, reason="interpreter: B=1 CUDA-core path"),
+    KernelConfig(2, 32, 32, 4, 1, reason="interpreter: B=2 / large-k CUDA-core path"),
+    KernelConfig(16, 32, 32, 4, 1, reason="interpreter: tl.dot path, several tiles per chunk"),
+    KernelConfig(32, 32, 32, 4, 1, reason="interpreter: 32-row tl.dot path"),
+    KernelConfig(64, 32, 32, 4, 1, reason="interpreter: 64-row tl.dot path"),
+]
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _arch(device: torch.device | None) -> str:
+    if _interpreting() or device is None or device.type != "cuda":
+        return "interpreter"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "hopper" if major >= 9 else "ampere"
+
+
+def get_autotune_configs(arch: str | None = None) -> list[KernelConfig]:
+    """Candidate stage-1 configs for ``arch`` in {"hopper", "ampere", "interpreter"}.
+
+    ``None`` means the current CUDA device (or the interpreter). Each config carries a one-line
+    ``reason``; :func:`tune_topk_projection` times the ones that fit a shape (same ``block_b``
+    bucket, see :func:`block_b_for`).
+    """
+    if arch is None:
+        arch = _arch(torch.device("cuda") if torch.cuda.is_available() else None)
+    table = {"hopper": _HOPPER, "ampere": _AMPERE, "interpreter": _INTERPRETER}
+    if arch not in table:
+        raise ValueError(f"arch must be one of {sorted(table)}, got {arch!r}")
+    return list(table[arch])
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def block_b_for(B: int, k: int) -> int:
+    """Query rows per program: the smallest bucket >= B, capped so the running list fits.
+
+    B<=2 uses the CUDA-core product (no padded rows); otherwise tl.dot needs >= 16 rows. The
+    running list is [block_b, next_pow2(k)] int64 in registers: k>128 caps rows at 16, k>512 at 2.
+    """
+    k_pad = _next_pow2(k)
+    if k_pad > 512:
+        return 1 if B == 1 else 2
+    if B <= 2:
+        return _next_pow2(B)
+    bb = 16 if B <= 16 else 32 if B <= 32 else 64
+    if k_pad >= 128 and bb == 64:
+        bb = 32
+    if k_pad > 128:
+        bb = 16
+    return bb
+
+
+def heuristic_config(B: int, D: int, k: int, dtype: torch.dtype, arch: str) -> KernelConfig:
+    """The config used when no tuned one is cached, picked from :func:`get_autotune_configs`."""
+    k_pad = _next_pow2(k)
+    bb = block_b_for(B, k)
+    table = get_autotune_configs(arch)
+    if arch == "interpreter":
+        return next(c for c in table if c.block_b == bb)
+    hopper = arch == "hopper"
+    if bb <= 2:
+        if k_pad > 512:
+            want = (2, 128, 32, 8, 2)
+        elif bb == 1:
+            want = (1, 128, 64, 4, 3 if hopper else 2)
+        else:
+            want = (2, 128, 32, 4, 3 if hopper else 2)
+        cfg = next(c for c in table if c.key()[:5] == want)
+        return replace(cfg, block_b=bb) if cfg.block_b != bb else cfg
+    if bb == 16:
+        if k_pad > 128:
+            want = (16, 128, 128, 8, 3) if hopper else (16, 128, 64, 8, 2)
+        elif not hopper:
+            want = (
+                (16, 64, 128, 4, 3) if D >= 512 and dtype != torch.float32 else (16, 128, 64, 4, 3)
+            )
+        elif dtype == torch.float32 or D <= 64:
+            want = (16, 128, 64, 4, 4)
+        elif k_pad <= 16 and D <= 256:
+            want = (16, 256, 64, 8, 3)
+        elif D >= 1024:
+            want = (16, 64, 256, 4, 3)
+        else:
+            want = (16, 128, 128, 4, 3)
+    elif bb == 32:
+        want = (
+            (32, 64, 64, 8, 3 if hopper else 2)
+            if k_pad >= 128
+            else (32, 128, 64, 4, 3 if hopper else 2)
+        )
+    else:
+        want = (64, 128, 64, 8, 3 if hopper else 2)
+    return next(c for c in table if c.key() == (*want, True))
+
+
+def _fits(cfg: KernelConfig, B: int, k: int) -> bool:
+    bb = block_b_for(B, k)
+    if cfg.block_b <= 2 and bb <= 2:  # the CUDA-core configs serve B=1 and B=2 alike
+        return _next_pow2(k) <= 512 or cfg.num_warps == 8
+    return cfg.block_b == bb and (_next_pow2(k) <= 128 or cfg.num_warps == 8)
+
+
+# --------------------------------------------------------------------------------------------
+# Launch
+# --------------------------------------------------------------------------------------------
+
+_SM_COUNT: dict[int, int] = {}
+_TUNED: dict[tuple, KernelConfig] = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 2  # interpreter: a couple of "SMs" so tests see several chunks
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything about a stage-1 launch that depends on the shape and the config."""
+
+    config: KernelConfig
+    block_b: int
+    block_n: int
+    block_d: int
+    k_pad: int
+    n_tiles: int
+    chunks: int
+    tiles_per_chunk: int
+    single_d: bool
+
+
+def plan_launch(
+    B: int,
+    N: int,
+    D: int,
+    k: int,
+    config: KernelConfig,
+    num_sms: int,
+    chunks: int | None = None,
+) -> LaunchPlan:
+    """Block sizes, chunk count and tiles per chunk for one call (pure function, testable)."""
+    k_pad = _next_pow2(k)
+    block_b = config.block_b
+    block_n = min(config.block_n, max(16, _next_pow2(N)))
+    block_d = min(config.block_d, max(16, _next_pow2(D)))
+    n_tiles = triton.cdiv(N, block_n)
+    b_blocks = triton.cdiv(B, block_b)
+    if chunks is None:
+        chunks = max(1, triton.cdiv(_WAVES * num_sms, b_blocks))
+        min_tiles = triton.cdiv(_MIN_ITEMS_PER_K * k_pad, block_n)
+        chunks = min(chunks, max(1, n_tiles // max(1, min_tiles)))
+    chunks = max(1, min(int(chunks), n_tiles))
+    tiles_per_chunk = triton.cdiv(n_tiles, chunks)
+    chunks = triton.cdiv(n_tiles, tiles_per_chunk)
+    return LaunchPlan(
+        config=config,
+        block_b=block_b,
+        block_n=block_n,
+        block_d=block_d,
+        k_pad=k_pad,
+        n_tiles=n_tiles,
+        chunks=chunks,
+        tiles_per_chunk=tiles_per_chunk,
+        single_d=block_d >= D,
+    )
+
+
+def _unpack(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``_pack`` in torch: int64 -> (fp32 scores, int64 ids)."""
+    key = (packed >> 32).to(torch.int32)
+    bits = torch.where(key >= 0, key, key ^ 0x7FFFFFFF)
+    scores = bits.view(torch.float32)
+    ids = 0x7FFFFFFF - (packed & 0xFFFFFFFF)
+    return scores, ids
+
+
+def _check_device(h: torch.Tensor) -> None:
+    if h.device.type != "cuda" and not _interpreting():
+        raise ValueError(
+            f"topk_projection runs on CUDA tensors, got tensors on {h.device}; on CPU use "
+            "lite_export.kernels.rank_cpu (or lite_export.kernels.rank, which dispatches), or set "
+            "TRITON_INTERPRET=1 before importing lite_export.kernels.topk_projection (slow)"
+        )
+    if _interpreting() != _KERNEL_INTERPRETED:
+        raise RuntimeError(
+            "TRITON_INTERPRET changed after lite_export.kernels.topk_projection was imported "
+            f"(kernel defined {'with' if _KERNEL_INTERPRETED else 'without'} the interpreter); "
+            "set it before the first import (Triton reads it when the kernel is defined)"
+        )
+
+
+def _shape_key(
+    B: int, N: int, D: int, k: int, dtype: torch.dtype, has_b: bool, has_ex: bool, dev: str
+) -> tuple:
+    bucket_n = _next_pow2(N).bit_length()
+    return (dev, block_b_for(B, k), bucket_n, D, _next_pow2(k), str(dtype), has_b, has_ex)
+
+
+def _launch(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    k: int,
+    ex: torch.Tensor | None,
+    plan: LaunchPlan,
+) -> torch.Tensor:
+    """Stage 1: returns packed candidates [B, chunks * k] int64."""
+    B, D = h.shape
+    N = W.shape[0]
+    cand = torch.empty((B, plan.chunks, k), dtype=torch.int64, device=h.device)
+    interp = _interpreting()
+    input_precision = "ieee" if (W.dtype == torch.float32 or interp) else "tf32"
+    b_arg = b if b is not None else W  # dummy pointer, never read when HAS_BIAS is False
+    ex_arg = ex if ex is not None else cand
+    H = ex.shape[1] if ex is not None else 0
+    grid = (triton.cdiv(B, plan.block_b), plan.chunks)
+    _topk_projection_stage1_kernel[grid](
+        h,
+        W,
+        b_arg,
+        ex_arg,
+        cand,
+        B,
+        N,
+        D,
+        H,
+        k,
+        plan.tiles_per_chunk,
+        h.stride(0),
+        h.stride(1),
+        W.stride(0),
+        W.stride(1),
+        b.stride(0) if b is not None else 0,
+        ex.stride(0) if ex is not None else 0,
+        cand.stride(0),
+        cand.stride(1),
+        HAS_BIAS=b is not None,
+        HAS_EXCLUDE=ex is not None,
+        K_PAD=plan.k_pad,
+        BLOCK_B=plan.block_b,
+        BLOCK_N=plan.block_n,
+        BLOCK_D=plan.block_d,
+        SINGLE_D=plan.single_d,
+        USE_DOT=plan.block_b >= 16,
+        CAST_FP32=interp,
+        INPUT_PRECISION=input_precision,
+        SKIP=plan.config.skip,
+        EX_BLOCK=64,
+        num_warps=plan.config.num_warps,
+        num_stages=plan.config.num_stages,
+    )
+    return cand.view(B, plan.chunks * k)
+
+
+def topk_projection(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None = None,
+    k: int = 10,
+    exclude: ExcludeLike = None,
+    *,
+    config: KernelConfig | None = None,
+    chunks: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` items per row of ``h @ W.T + b``, fused: the ``[B, N]`` scores never hit memory.
+
+    Args:
+        h: ``[B, d]`` query vectors (float32, float16 or bfloat16), CUDA.
+        W: ``[N, d]`` projection head / item table, same dtype and device as ``h``;
+            ``N <= 2**31``. Row-major (``W.stride(1) == 1``) gives wide coalesced loads.
+        b: optional ``[N]`` bias (any float dtype), added in fp32.
+        k: 1..min(N, 1024); padded to the next power of two inside.
+        exclude: items to drop per row: ``None``, an int ``[B, H]`` tensor padded with -1 (any
+            negative or ``>= N`` entry is padding), or a list of B lists of ids (see
+            :mod:`lite_export.kernels.reference`). Excluded items score ``-inf``.
+        config: force a stage-1 config (tuning, tests); default: tuned if cached, else heuristic.
+        chunks: force the number of item chunks (tests); default: fill the chip.
+
+    Returns:
+        ``(scores [B, k] float32, ids [B, k] int64)``, best first; among equal scores the lower
+        id comes first. Accumulation is fp32; fp32 inputs use IEEE fp32 (no TF32).
+    """
+    check_ranking_inputs(h, W, b, k, exclude, max_k=MAX_K)
+    _check_device(h)
+    B, D = h.shape
+    N = W.shape[0]
+    if B == 0:
+        empty = torch.empty((0, k), device=h.device)
+        return empty, empty.to(torch.int64)
+    ex = normalize_exclude(exclude, B, N, h.device)
+    if config is None:
+        arch = _arch(h.device)
+        key = _shape_key(B, N, D, k, W.dtype, b is not None, ex is not None, str(h.device))
+        config = _TUNED.get(key) or heuristic_config(B, D, k, W.dtype, arch)
+    plan = plan_launch(B, N, D, k, config, _num_sms(h.device), chunks)
+    cand = _launch(h, W, b, k, ex, plan)
+    top = torch.topk(cand, k, dim=1).values  # [B, k] packed, descending
+    return _unpack(top)
+
+
+def tune_topk_projection(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None = None,
+    k: int = 10,
+    exclude: ExcludeLike = None,
+    *,
+    configs: list[KernelConfig] | None = None,
+    rep_ms: int = 50,
+) -> tuple[KernelConfig, dict[str, float]]:
+    """Time every fitting config on these inputs, cache the fastest for this shape bucket.
+
+    Returns ``(best config, {config.short(): median ms or inf if it failed})``. CUDA only. Later
+    :func:`topk_projection` calls with a shape in the same bucket use the cached config.
+    """
+    check_ranking_inputs(h, W, b, k, exclude, max_k=MAX_K)
+    if h.device.type != "cuda" or _interpreting():
+        raise ValueError(
+            f"tune_topk_projection needs CUDA tensors (not interpreted), got {h.device}"
+        )
+    B, D = h.shape
+    N = W.shape[0]
+    arch = _arch(h.device)
+    pool = (
+        configs
+        if configs is not None
+        else [c for c in get_autotune_configs(arch) if _fits(c, B, k)]
+    )
+    times: dict[str, float] = {}
+    best_cfg, best_ms = None, float("inf")
+    for cfg in pool:
+        try:
+            ms = triton.testing.do_bench(
+                lambda cfg=cfg: topk_projection(h, W, b, k, exclude, config=cfg),
+                rep=rep_ms,
+                return_mode="median",
+            )
+        except Exception:  # a config that fails to compile/launch on this chip is skipped
+            ms = float("inf")
+        times[cfg.short()] = ms
+        if ms < best_ms:
+            best_cfg, best_ms = cfg, ms
+    if best_cfg is None:
+        raise RuntimeError(f"no config ran for B={B}, N={N}, d={D}, k={k}: {times}")
+    ex_present = exclude is not None
+    key = _shape_key(B, N, D, k, W.dtype, b is not None, ex_present, str(h.device))
+    _TUNED[key] = best_cfg
+    return best_cfg, times

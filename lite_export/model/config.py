@@ -1,0 +1,166 @@
+"""One config dataclass for the model, one for training, and their named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+# Item-LLM names that are not paths or hub ids.
+TINY_RANDOM_ITEM_LLM = "tiny-random"  # a small randomly initialised BERT + word-level tokenizer
+MINILM_ITEM_LLM = "all-minilm-l6-v2"  # sentence-transformers/all-MiniLM-L6-v2, shipped offline
+
+REC_ARCHS = ("llama", "qwen2", "gpt2")
+
+
+@dataclass
+class LiteConfig:
+    """Everything that defines a Lite-LLM4Rec network (and its SASRec peer).
+
+    item LLM  -> adapter Linear(d_item, d_model) (+ learned item-id embedding)
+              -> rec LLM (causal, fed through ``inputs_embeds``) -> head Linear(d_model, N)
+    """
+
+    # item LLM: path or hub id, "tiny-random", "all-minilm-l6-v2", or None (item ids only = SASRec)
+    item_llm: str | None = TINY_RANDOM_ITEM_LLM
+    item_llm_max_tokens: int = 64  # text longer than this is truncated before pooling
+    item_llm_dim: int = 32  # width of the tiny random item LLM (ignored for pretrained ones)
+    finetune_item_llm: bool = False  # train the item LLM too (small catalogs only)
+    use_id_embedding: bool = True  # add a learned item-id embedding to the adapted text vector
+
+    # rec LLM: a pretrained backbone (path or hub id) or one built from the fields below
+    rec_llm: str | None = None
+    rec_arch: str = "llama"  # llama | qwen2 | gpt2, used when rec_llm is None
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int = 256
+    dropout: float = 0.1  # on the item embeddings fed to the rec LLM and inside it
+    max_history: int = 50  # positions the rec LLM sees; longer histories keep the most recent
+
+    # filled when the model is bound to a catalog
+    num_items: int = 0
+
+    def __post_init__(self) -> None:
+        if self.item_llm is None and not self.use_id_embedding:
+            raise ValueError(
+                "LiteConfig: with item_llm=None the model has no item input at all; "
+                "set use_id_embedding=True (SASRec) or name an item LLM"
+            )
+        if self.rec_llm is None and self.rec_arch not in REC_ARCHS:
+            raise ValueError(
+                f"LiteConfig: rec_arch={self.rec_arch!r} is not one of {REC_ARCHS}; "
+                "or pass rec_llm=PATH_OR_ID for any Hugging Face backbone"
+            )
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"LiteConfig: d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
+            )
+        if self.max_history < 1:
+            raise ValueError(f"LiteConfig: max_history must be >= 1, got {self.max_history}")
+
+    @property
+    def uses_item_llm(self) -> bool:
+        return self.item_llm is not None
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> LiteConfig:
+        """A named preset (see ``PRESETS``) with field overrides (None values are ignored)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS[name]["model"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LiteConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"config has unknown fields {unknown}: it was written by a newer lite-export; "
+                "upgrade lite-export to load it"
+            )
+        return cls(**data)
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained (full-softmax CE at every position, AdamW, warm-up + decay)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05  # fraction of all steps spent warming up, then cosine decay
+    grad_clip: float = 1.0
+    patience: int = 5  # stop after this many epochs without a better validation NDCG@10
+    eval_batch_size: int = 256
+    loss: str = "full"  # full | sampled
+    num_negatives: int = 1024  # shared uniform negatives for sampled softmax
+    seed: int = 0
+    max_train_seconds: float | None = None  # stop after the epoch that crosses this budget
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("full", "sampled"):
+            raise ValueError(f"TrainConfig: loss must be 'full' or 'sampled', got {self.loss!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("TrainConfig: epochs and batch_size must be >= 1")
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> TrainConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS[name]["train"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict[str, dict]] = {
+    # seconds on a laptop CPU: tests and `lite demo`
+    "tiny": {
+        "model": dict(
+            item_llm=TINY_RANDOM_ITEM_LLM,
+            item_llm_dim=32,
+            d_model=64,
+            n_layers=2,
+            n_heads=2,
+            d_ff=128,
+            dropout=0.1,
+            max_history=50,
+        ),
+        "train": dict(epochs=8, batch_size=128, lr=3e-3, patience=3),
+    },
+    # the real-data configuration: all-MiniLM-L6-v2 item LLM, a small Llama-style rec LLM
+    "small": {
+        "model": dict(
+            item_llm=MINILM_ITEM_LLM,
+            d_model=128,
+            n_layers=2,
+            n_heads=2,
+            d_ff=512,
+            dropout=0.2,
+            max_history=200,
+        ),
+        "train": dict(epochs=200, batch_size=128, lr=1e-3, patience=10),
+    },
+    # the classic peer: learned item-id embeddings in place of the item LLM, same backbone and loss
+    "sasrec": {
+        "model": dict(
+            item_llm=None,
+            use_id_embedding=True,
+            d_model=128,
+            n_layers=2,
+            n_heads=2,
+            d_ff=512,
+            dropout=0.2,
+            max_history=200,
+        ),
+        "train": dict(epochs=200, batch_size=128, lr=1e-3, patience=10),
+    },
+}

@@ -1,0 +1,394 @@
+"""Lite-LLM4Rec: item LLM -> adapter -> rec LLM (inputs_embeds, causal) -> Linear(d, N) head.
+
+Shapes: B users, L history positions (left-padded, so column L-1 is always the latest item),
+N catalog items, D = d_model, Di = item-LLM width.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lite_export.catalog import ItemCatalog
+from lite_export.data.batching import pad_histories
+from lite_export.model.config import TINY_RANDOM_ITEM_LLM, LiteConfig
+from lite_export.model.item_llm import (
+    build_tiny_item_llm,
+    encode_texts,
+    load_item_llm,
+    precompute_item_vectors,
+)
+from lite_export.model.metrics import mask_items
+from lite_export.types import TopK
+
+CHECKPOINT_FORMAT = "lite-export-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing files, damaged, or from a newer lite-export."""
+
+
+def build_rec_backbone_config(cfg: LiteConfig):
+    """The Hugging Face config of a rec LLM built from scratch (cfg.rec_arch)."""
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=1, tie_word_embeddings=False)
+    if cfg.rec_arch == "gpt2":
+        return GPT2Config(
+            n_embd=cfg.d_model,
+            n_layer=cfg.n_layers,
+            n_head=cfg.n_heads,
+            n_inner=cfg.d_ff,
+            n_positions=max(cfg.max_history, 8),
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            **common,
+        )
+    cls = LlamaConfig if cfg.rec_arch == "llama" else Qwen2Config
+    return cls(
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=max(cfg.max_history, 8),
+        attention_dropout=cfg.dropout,
+        rms_norm_eps=1e-6,
+        **common,
+    )
+
+
+class LiteLLM4Rec(nn.Module):
+    """The model. Build with :meth:`build` (a catalog + config) or :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        config: LiteConfig,
+        catalog: ItemCatalog,
+        backbone: nn.Module,
+        item_vectors: torch.Tensor | None = None,
+        item_llm: nn.Module | None = None,
+        item_tokenizer=None,
+    ):
+        super().__init__()
+        if config.num_items != len(catalog):
+            raise ValueError(
+                f"config.num_items={config.num_items} but the catalog has {len(catalog)} items"
+            )
+        self.config = config
+        self.catalog = catalog
+        n, d = len(catalog), int(backbone.config.hidden_size)
+        self.d_model = d
+        self.backbone = backbone
+        self.adapter = None
+        if config.uses_item_llm:
+            if item_vectors is None or item_vectors.shape[0] != n:
+                raise ValueError("an item LLM model needs item_vectors with one row per item")
+            d_item = item_vectors.shape[1]
+            table = torch.cat([item_vectors.float(), torch.zeros(1, d_item)])  # [N+1, Di]
+            self.register_buffer("item_vectors", table, persistent=False)
+            self.adapter = nn.Linear(d_item, d)
+        self.id_embedding = (
+            nn.Embedding(n + 1, d, padding_idx=n) if config.use_id_embedding else None
+        )
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(d, n)  # scores every catalog item in one step
+        # the item LLM itself is kept only when it is fine-tuned or must be saved (tiny-random)
+        self.item_llm = item_llm if config.finetune_item_llm else None
+        # kept outside the module tree: a frozen item LLM is saved with the checkpoint, not trained
+        object.__setattr__(self, "_item_llm_to_save", item_llm)
+        self.item_tokenizer = item_tokenizer
+        # the backbone's token embedding is never used (inputs arrive as inputs_embeds)
+        token_emb = backbone.get_input_embeddings()
+        if token_emb is not None:
+            token_emb.weight.requires_grad_(False)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def build(
+        cls,
+        config: LiteConfig,
+        catalog: ItemCatalog,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> LiteLLM4Rec:
+        """A freshly initialised model for ``catalog``; item vectors are computed here, once."""
+        from transformers import AutoModel
+
+        if config.num_items == 0:
+            config.num_items = len(catalog)
+        torch.manual_seed(seed)
+        item_vectors = item_llm = tokenizer = None
+        if config.uses_item_llm:
+            if not catalog.texts:
+                raise ValueError("the catalog has no item texts to feed the item LLM")
+            if config.item_llm == TINY_RANDOM_ITEM_LLM:
+                item_llm, tokenizer = build_tiny_item_llm(catalog.texts, config.item_llm_dim, seed)
+                item_vectors = encode_texts(
+                    item_llm, tokenizer, catalog.texts, config.item_llm_max_tokens
+                )
+            elif config.finetune_item_llm:
+                item_llm, tokenizer = load_item_llm(config.item_llm)
+                item_vectors = encode_texts(
+                    item_llm, tokenizer, catalog.texts, config.item_llm_max_tokens, device=device
+                ).cpu()
+            else:
+                item_vectors = precompute_item_vectors(
+                    config.item_llm, catalog.texts, config.item_llm_max_tokens, device=device
+                )
+        torch.manual_seed(seed)
+        if config.rec_llm:
+            backbone = AutoModel.from_pretrained(config.rec_llm)
+            config.d_model = int(backbone.config.hidden_size)
+        else:
+            backbone = AutoModel.from_config(build_rec_backbone_config(config))
+        model = cls(config, catalog, backbone, item_vectors, item_llm, tokenizer)
+        return model
+
+    # ----------------------------------------------------------------- forward
+    def _batch_item_vectors(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Item-LLM vectors of the ids in the batch. [B, L, Di]
+
+        Frozen item LLM: a lookup in the precomputed table. Fine-tuned: the batch's distinct items
+        are re-encoded with gradients, the pad row stays zero.
+        """
+        if self.item_llm is None or not self.training:
+            return F.embedding(item_ids, self.item_vectors)
+        pad = self.config.num_items
+        uniq, inverse = torch.unique(item_ids, return_inverse=True)
+        real = uniq[uniq != pad]
+        texts = [self.catalog.texts[i] for i in real.tolist()]
+        enc = encode_texts(
+            self.item_llm,
+            self.item_tokenizer,
+            texts,
+            self.config.item_llm_max_tokens,
+            device=item_ids.device,
+            grad=True,
+        )
+        table = torch.zeros(len(uniq), enc.shape[1], device=item_ids.device)
+        table[uniq != pad] = enc
+        return table[inverse]
+
+    def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Rec-LLM input for each history position. [B, L] -> [B, L, D]"""
+        x = None
+        if self.adapter is not None:
+            x = self.adapter(self._batch_item_vectors(item_ids))
+        if self.id_embedding is not None:
+            e = self.id_embedding(item_ids)
+            x = e if x is None else x + e
+        return x
+
+    def forward(
+        self,
+        item_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        num_negatives: int = 0,
+    ) -> torch.Tensor:
+        """Hidden state at every position, item_ids [B, L] (pad = num_items) -> [B, L, D];
+        or, given next-item ``targets`` [B, L] (-100 = no target), the training loss (a scalar).
+
+        The loss is softmax cross-entropy over the whole catalog at every position with a
+        target, or sampled softmax over ``num_negatives`` shared uniform negatives when > 0.
+        """
+        hidden = self._hidden(item_ids, attention_mask)
+        if targets is None:
+            return hidden
+        keep = targets != -100
+        h, t = hidden[keep], targets[keep]  # [T, D], [T]
+        if num_negatives <= 0:
+            return F.cross_entropy(self.head(h), t)
+        neg = torch.randint(0, self.config.num_items, (num_negatives,), device=t.device)
+        w, b = self.head.weight, self.head.bias
+        pos = (h * w[t]).sum(-1, keepdim=True) + b[t].unsqueeze(-1)  # [T, 1]
+        negs = h @ w[neg].T + b[neg]  # [T, S]
+        negs = negs.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))
+        logits = torch.cat([pos, negs], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(t))
+
+    def _hidden(
+        self, item_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = (item_ids != self.config.num_items).long()
+        x = self.embed_items(item_ids) * attention_mask.unsqueeze(-1).to(torch.float32)
+        x = self.emb_dropout(x)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding -> 0..n-1
+        out = self.backbone(
+            inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids
+        )
+        return out.last_hidden_state
+
+    def user_vectors(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """The hidden state at the latest item (column L-1 under left padding). [B, D]"""
+        return self._hidden(item_ids)[:, -1]
+
+    def score(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Scores of every catalog item. [B, L] -> [B, N]"""
+        return self.head(self.user_vectors(item_ids))
+
+    # ----------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def recommend(self, histories: list[list[str]], k: int = 10, exclude_seen: bool = True) -> TopK:
+        """Top-k external item ids and scores for each history of external ids, best first.
+
+        Items in a user's history are excluded when ``exclude_seen``; an empty history gets the
+        most-popular items (flagged in ``TopK.fallback``).
+        """
+        n = len(self.catalog)
+        if not isinstance(k, int) or not 1 <= k <= n:
+            raise ValueError(f"k must be an integer between 1 and the catalog size {n}, got {k!r}")
+        if isinstance(histories, str | bytes) or not all(
+            isinstance(h, list | tuple) for h in histories
+        ):
+            raise TypeError("histories must be a list of lists of external item ids")
+        hists = self.catalog.batch_indices(histories)
+        was_training = self.training
+        self.eval()
+        device = self.head.weight.device
+        try:
+            ids = pad_histories(hists, self.config.max_history, n).to(device)
+            scores = self.score(ids).float()
+        finally:
+            self.train(was_training)
+        empty = [len(h) == 0 for h in hists]
+        if any(empty):
+            pop = torch.tensor(self.catalog.popularity, dtype=torch.float32, device=device)
+            scores[torch.tensor(empty, device=device)] = pop
+        if exclude_seen:
+            full = pad_histories(hists, max(1, max(map(len, hists), default=1)), n).to(device)
+            mask_items(scores, full, n)
+        top = torch.topk(scores, k, dim=-1)
+        idx = top.indices.cpu().numpy()
+        return TopK(
+            ids=[[self.catalog.ids[i] for i in row] for row in idx],
+            scores=top.values.cpu().numpy().astype(np.float32),
+            indices=idx.astype(np.int64),
+            fallback=empty,
+        )
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write a checkpoint directory atomically (built beside it, then renamed into place).
+
+        config.json, model.safetensors, item_vectors.safetensors, items.jsonl and, when the item
+        LLM is random or fine-tuned, item_llm/ (Hugging Face format). No pickle.
+        """
+        from safetensors.torch import save_file
+
+        from lite_export import __version__
+
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            state = {
+                k: v.detach().cpu().contiguous()
+                for k, v in self.state_dict().items()
+                if not k.startswith("item_llm.")
+            }
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            if self.adapter is not None:
+                save_file(
+                    {"item_vectors": self.item_vectors[:-1].detach().cpu().contiguous()},
+                    str(tmp / "item_vectors.safetensors"),
+                )
+            self.catalog.write_jsonl(tmp / "items.jsonl")
+            item_llm_saved = False
+            if self._item_llm_to_save is not None and (
+                self.config.item_llm == TINY_RANDOM_ITEM_LLM or self.config.finetune_item_llm
+            ):
+                self._item_llm_to_save.save_pretrained(tmp / "item_llm", safe_serialization=True)
+                self.item_tokenizer.save_pretrained(tmp / "item_llm")
+                item_llm_saved = True
+            meta = {
+                "format": CHECKPOINT_FORMAT,
+                "format_version": CHECKPOINT_VERSION,
+                "lite_export_version": __version__,
+                "model": self.config.to_dict(),
+                "rec_llm_config": self.backbone.config.to_dict(),
+                "item_llm_saved": item_llm_saved,
+                **(extra or {}),
+            }
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> LiteLLM4Rec:
+        """Load a checkpoint written by :meth:`save_pretrained`; predictions are reproduced exactly."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel
+
+        path = Path(directory)
+        meta = read_checkpoint_meta(path)
+        config = LiteConfig.from_dict(meta["model"])
+        catalog = ItemCatalog.read_jsonl(_need(path, "items.jsonl"))
+        rec_cfg = dict(meta["rec_llm_config"])
+        backbone = AutoModel.from_config(AutoConfig.for_model(rec_cfg.pop("model_type"), **rec_cfg))
+        item_vectors = item_llm = tokenizer = None
+        if config.uses_item_llm:
+            item_vectors = load_file(str(_need(path, "item_vectors.safetensors")))["item_vectors"]
+            if meta.get("item_llm_saved"):
+                item_llm, tokenizer = load_item_llm(str(path / "item_llm"))
+            elif config.finetune_item_llm:
+                item_llm, tokenizer = load_item_llm(config.item_llm)
+        model = cls(config, catalog, backbone, item_vectors, item_llm, tokenizer)
+        state = load_file(str(_need(path, "model.safetensors")))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("item_llm.")]
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path / 'model.safetensors'} does not match its config.json "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]}); re-save the checkpoint"
+            )
+        return model.to(device).eval()
+
+
+def _need(path: Path, name: str) -> Path:
+    f = path / name
+    if not f.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is missing {name}; a checkpoint written by `lite train` "
+            "holds config.json, model.safetensors, items.jsonl (and item_vectors.safetensors)"
+        )
+    return f
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"checkpoint directory {path} does not exist; train one with `lite train --out {path}`"
+        )
+    try:
+        meta = json.loads(_need(path, "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a lite-export training checkpoint (config.json has no format tag)"
+        )
+    if int(meta.get("format_version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer lite-export (checkpoint format "
+            f"{meta['format_version']} > {CHECKPOINT_VERSION}); upgrade lite-export to load it"
+        )
+    return meta

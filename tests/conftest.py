@@ -1,0 +1,40 @@
+"""Shared fixtures: one tiny model trained once on the synthetic catalog per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    from lite_export.data import leave_one_out, load_dataset
+
+    ds = load_dataset("synthetic")
+    return ds, leave_one_out(ds)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synthetic):
+    """(model, train result, test metrics, checkpoint dir) of a 4-epoch tiny run on CPU."""
+    from accelerate import Accelerator
+
+    from lite_export.model.config import LiteConfig, TrainConfig
+    from lite_export.model.workflow import DataSpec, train_checkpoint
+
+    ds, split = synthetic
+    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny"
+    model, result, test = train_checkpoint(
+        DataSpec("synthetic"),
+        LiteConfig.from_name("tiny", max_history=ds.max_history),
+        TrainConfig.from_name("tiny", epochs=4, seed=0),
+        ckpt,
+        accelerator=Accelerator(cpu=True),
+        progress=False,
+        log=None,
+        data=(ds, split),
+    )
+    return model, result, test, ckpt
