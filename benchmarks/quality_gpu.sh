@@ -18,9 +18,9 @@ start=$(date +%s)
 i=0
 for ds in ml-1m amazon-beauty; do
   for model in SASRec Lite-LLM4Rec; do
-    for cfg in "--d-model 64 --dropout 0.2" "--d-model 128 --dropout 0.3"; do
+    for cfg in "--rec-arch llama --d-model 64 --dropout 0.2" "--rec-arch gpt2 --d-model 128 --dropout 0.3"; do
       extra=""
-      [ "$model" = SASRec ] && [ "$cfg" = "--d-model 64 --dropout 0.2" ] && extra="most-popular"
+      [ "$model" = SASRec ] && [ "$cfg" = "--rec-arch llama --d-model 64 --dropout 0.2" ] && extra="most-popular"
       $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
         --out "$OUT/runs/r$i" $cfg --max-train-seconds "$BUDGET" > "$OUT/runs/r$i.log" 2>&1 &
       i=$((i + 1))
