@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
 # Real-data quality runs on one GPU: SASRec and Lite-LLM4Rec on ML-1M and Amazon Beauty, each
-# over the same small grid (run as parallel processes), selected per model on validation NDCG@10.
+# over the same grid of configs (run as parallel processes), then selected per (dataset, model)
+# on validation NDCG@10 — the same rule for every model; the test split is never used to choose.
 #
 #   DATA_ROOT=path/to/data OUT=out bash benchmarks/quality_gpu.sh
 #
-# DATA_ROOT must hold ml-1m/{user_sequences.txt.gz,movies.dat} and
+# DATA_ROOT holds ml-1m/{user_sequences.txt.gz,movies.dat} and
 # amazon-beauty/{user_sequence.txt.gz,item_titles.tsv.gz}. Item-LLM vectors are read from the
 # lite-export cache (LITE_EXPORT_CACHE) when present, so the item LLM need not be installed there.
+# CONFIGS: one grid point per line (quality.py flags). MERGE_WITH: earlier result folders
+# (holding quality_runs.json) whose runs join the selection.
 set -u
 OUT=${OUT:-benchmarks/results/quality_gpu}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
-BUDGET=${BUDGET:-200}         # seconds of training per run (early stopping usually ends sooner)
+BUDGET=${BUDGET:-200}         # seconds of training per run; the LR schedule anneals within it
 PY=${PYTHON:-python3}
+CONFIGS=${CONFIGS:-"--rec-arch llama --d-model 64 --dropout 0.2
+--rec-arch gpt2 --d-model 128 --dropout 0.3"}
+MERGE_WITH=${MERGE_WITH:-}
 mkdir -p "$OUT/runs"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 i=0
+first=$(printf '%s\n' "$CONFIGS" | head -n 1)
 for ds in ml-1m amazon-beauty; do
   for model in SASRec Lite-LLM4Rec; do
-    for cfg in "--rec-arch llama --d-model 64 --dropout 0.2" "--rec-arch gpt2 --d-model 128 --dropout 0.3"; do
+    while IFS= read -r cfg; do
+      [ -z "$cfg" ] && continue
       extra=""
-      [ "$model" = SASRec ] && [ "$cfg" = "--rec-arch llama --d-model 64 --dropout 0.2" ] && extra="most-popular"
+      [ "$model" = SASRec ] && [ "$cfg" = "$first" ] && extra="most-popular"
+      # shellcheck disable=SC2086
       $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
         --out "$OUT/runs/r$i" $cfg --max-train-seconds "$BUDGET" > "$OUT/runs/r$i.log" 2>&1 &
       i=$((i + 1))
-    done
+    done <<< "$CONFIGS"
   done
 done
 wait
 echo "all runs finished in $(( $(date +%s) - start ))s"
-for f in "$OUT"/runs/r*.log; do echo "== $f"; tail -n 4 "$f"; done
-$PY benchmarks/quality.py --merge "$OUT"/runs/r* --out "$OUT"
+for f in "$OUT"/runs/r*.log; do echo "== $f"; grep -E "^epoch" "$f" | tail -n 2; done
+# shellcheck disable=SC2086
+$PY benchmarks/quality.py --merge "$OUT"/runs/r* $MERGE_WITH --out "$OUT"
 tar -czf "$OUT/logs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"

@@ -93,14 +93,16 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.05  # fraction of all steps spent warming up, then cosine decay
+    warmup_ratio: float = 0.02  # fraction of training spent warming up, then cosine decay to 0
     grad_clip: float = 1.0
     patience: int = 5  # stop after this many epochs without a better validation NDCG@10
     eval_batch_size: int = 256
     loss: str = "full"  # full | sampled
     num_negatives: int = 1024  # shared uniform negatives for sampled softmax
     seed: int = 0
-    max_train_seconds: float | None = None  # stop after the epoch that crosses this budget
+    # stop after the epoch that crosses this budget; on one process the LR schedule then follows
+    # wall time (so it anneals within the budget) and runs are no longer bit-reproducible
+    max_train_seconds: float | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -66,7 +67,6 @@ def train_model(
     """Train ``model`` in place on ``split.train``; keeps the weights of the best validation epoch."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_cosine_schedule_with_warmup
 
     acc = accelerator or Accelerator()
     set_seed(cfg.seed)
@@ -84,7 +84,14 @@ def train_model(
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(loader) / acc.num_processes)
     total = max(1, steps_per_epoch * cfg.epochs)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    clock = {"start": time.perf_counter()}
+    # with a time budget on one process the schedule follows wall time, so warm-up and cosine
+    # decay complete within the budget (several processes follow steps to stay in lock-step)
+    budget = cfg.max_train_seconds if acc.num_processes == 1 else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        partial(_lr_factor, total=total, warmup=cfg.warmup_ratio, budget=budget, clock=clock),
+    )
     ddp_model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
     negatives = cfg.num_negatives if cfg.loss == "sampled" else 0
 
@@ -92,7 +99,7 @@ def train_model(
     best_state, best_score, bad_epochs = None, -1.0, 0
     show = progress and acc.is_main_process
     say = log if (log is not None and acc.is_main_process) else (lambda _msg: None)
-    start = time.perf_counter()
+    start = clock["start"] = time.perf_counter()
     bar = _progress(show)
     with bar:
         for epoch in range(1, cfg.epochs + 1):
@@ -165,6 +172,21 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _lr_factor(step: int, total: int, warmup: float, budget: float | None, clock: dict) -> float:
+    """Linear warm-up over the first ``warmup`` fraction of training, then cosine decay to 0.
+
+    Training progress is steps done over all steps, or, under a time budget, the larger of that
+    and the fraction of the budget spent.
+    """
+    progress = step / total
+    if budget:
+        progress = max(progress, (time.perf_counter() - clock["start"]) / budget)
+    progress = min(progress, 1.0)
+    if warmup > 0 and progress < warmup:
+        return max(progress / warmup, 1e-3)
+    return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / max(1e-9, 1.0 - warmup)))
 
 
 def _progress(enabled: bool):

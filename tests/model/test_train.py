@@ -79,3 +79,24 @@ def test_sampled_softmax_training_runs(synthetic):
     )
     assert torch.isfinite(torch.tensor(result.history[0]["loss"]))
     assert 0.0 <= test["ndcg@10"] <= 1.0
+
+
+def test_lr_schedule_warms_up_then_decays_and_follows_a_time_budget():
+    import time
+
+    from lite_export.model.train import _lr_factor
+
+    clock = {"start": time.perf_counter()}
+    f = [_lr_factor(s, total=100, warmup=0.1, budget=None, clock=clock) for s in range(101)]
+    assert f[0] < f[5] < f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    assert f[100] == pytest.approx(0.0, abs=1e-9)
+    # under a time budget that is already spent, the schedule is at its end whatever the step
+    spent = {"start": time.perf_counter() - 10.0}
+    assert _lr_factor(1, total=100, warmup=0.1, budget=5.0, clock=spent) == pytest.approx(
+        0.0, abs=1e-9
+    )
+    half = {"start": time.perf_counter() - 5.0}
+    assert _lr_factor(1, total=100, warmup=0.0, budget=10.0, clock=half) == pytest.approx(
+        0.5, abs=0.02
+    )
