@@ -40,7 +40,8 @@ def test_train_bad_data_dir_is_a_clean_error(tmp_path):
         app, ["train", "--data", "ml-1m", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")]
     )
     assert result.exit_code == 2
-    assert "ml-1m" in result.output and not (tmp_path / "c").exists()
+    assert "MovieLens-1M" in result.output and "movies.dat" in result.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_demo_no_serve_runs_end_to_end(tmp_path):

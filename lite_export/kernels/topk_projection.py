@@ -9,8 +9,9 @@ Design
 *Stage 1* (``_topk_projection_stage1_kernel``), grid ``(cdiv(B, BLOCK_B), chunks)``: program
 ``(i, c)`` owns query rows ``[i*BLOCK_B, (i+1)*BLOCK_B)`` and a chunk of consecutive item tiles.
 For each tile of ``BLOCK_N`` items it computes the ``[BLOCK_B, BLOCK_N]`` score tile
-``h @ W_tile.T`` with ``tl.dot`` (fp32 accumulate) -- or, for ``BLOCK_B < 16`` (``B <= 2``),
-with a broadcast multiply + sum on the CUDA cores so no padded query rows waste selection work --
+``h @ W_tile.T`` with ``tl.dot`` (fp32 accumulate; ``BLOCK_B >= 16``, tl.dot's minimum, rows
+``>= B`` masked) -- or, for ``BLOCK_B <= 2`` (B <= 2, or k > 512), with a broadcast multiply + sum
+on the CUDA cores, so no padded query rows waste selection work and a 1024-long list still fits --
 adds the bias, sets excluded items to ``-inf``, and folds the tile into a running per-row top
 ``K_PAD`` held in registers. Then it writes its best ``k`` per row to ``cand [B, chunks, k]``.
 
@@ -40,7 +41,7 @@ Packing (order-preserving, ties to the lower index)
 ``-0.0 < +0.0``; NaN sorts above ``+inf`` like ``torch.topk`` for positive NaN) and
 ``packed = key32 << 32 | (0x7FFFFFFF - index)``. Item indices need 31 bits (N <= 2**31); among
 equal scores the larger packed value, i.e. the lower index, wins, so results are deterministic.
-Padding slots (items ``>= N``) hold ``_SENTINEL`` = ``-(2**63 - 1)``, below every real score
+Padding slots (items ``>= N``) hold ``SENTINEL`` = ``-(2**63 - 1)``, below every real score
 including ``-inf``, so they never reach the output while ``k <= N``.
 
 Exclusion (format in :mod:`lite_export.kernels.reference`)
@@ -60,11 +61,13 @@ returns garbage, so operands are cast to fp32 there (decided at launch from ``os
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from lite_export.kernels.reference import (
     ExcludeLike,
@@ -86,10 +89,6 @@ __all__ = [
 
 #: Largest k the kernel accepts (the running list is K_PAD = next_pow2(k) int64 per row).
 MAX_K = 1024
-
-# int64 just above INT64_MIN: below every packed real score (-inf included).
-_SENTINEL = -(2**63 - 1)
-_EXCLUDE_BIG = 2**62
 
 #: Programs per SM the chunk count aims for: enough resident programs to keep several W tiles in
 #: flight per SM when B is small (no measurement yet: first GPU run decides, see bench).
@@ -117,7 +116,10 @@ def _merge_tile(best, packed, K_PAD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_
 
     Returns the new list and its per-row minimum (the admission threshold).
     """
-    if BLOCK_N >= K_PAD:
+    if K_PAD == 1:  # k=1: a running row max (the bitonic helpers need >= 2 elements per row)
+        merged = tl.maximum(best, tl.max(packed, axis=1, keep_dims=True))
+        thr = tl.max(merged, axis=1)
+    elif BLOCK_N >= K_PAD:
         if BLOCK_N > K_PAD:
             cand = tl.topk(packed, K_PAD, dim=1)  # descending [BLOCK_B, K_PAD]
         else:
@@ -175,8 +177,8 @@ def _topk_projection_stage1_kernel(
     SKIP: tl.constexpr,
     EX_BLOCK: tl.constexpr,
 ):
-    SENTINEL: tl.constexpr = -9223372036854775807
-    BIG: tl.constexpr = 4611686018427387904
+    SENTINEL: tl.constexpr = -9223372036854775807  # -(2**63 - 1): below every packed score
+    BIG: tl.constexpr = 4611686018427387904  # 2**62 == reference.EXCLUDE_SENTINEL
 
     pid_b = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -328,123 +330,41 @@ class KernelConfig:
         )
 
 
-# Register counts are ptxas's for sm_90 with Triton 3.7 (AOT-compiled on CPU, bf16, bias, no
-# exclusion); none of these spills. Shared memory is Triton's pipelined W/h buffers.
+# Register counts are ptxas's for sm_90 (Triton 3.7.1 and 3.6.0 AOT-compiled on CPU, bf16, bias,
+# no exclusion); spills noted where ptxas reported a stack frame. Shared memory is Triton's
+# pipelined W/h buffers. No GPU timing has chosen between them yet: benchmarks/
+# bench_topk_projection.py's sweep times every fitting config on the target shapes.
+# fmt: off
 _HOPPER = [
-    KernelConfig(
-        1,
-        128,
-        64,
-        4,
-        3,
-        reason="B=1: CUDA-core dot, no padded rows in the selection; 168 regs, 4 KB smem",
-    ),
-    KernelConfig(
-        2,
-        128,
-        32,
-        4,
-        3,
-        reason="B=2 (and any B when k>512): CUDA-core dot; [2,128,32] product, 72-168 regs",
-    ),
-    KernelConfig(
-        2,
-        128,
-        32,
-        8,
-        2,
-        reason="k>512: 8 warps spread the [2,1024] int64 running list (100 regs, no spill)",
-    ),
-    KernelConfig(
-        16,
-        128,
-        128,
-        4,
-        3,
-        reason="B<=16 default: M=16 is tl.dot's minimum; 32 KB bf16 W tile/stage; 196 regs",
-    ),
-    KernelConfig(
-        16, 128, 64, 4, 4, reason="B<=16, d<=64 or fp32: 16 KB/stage, whole d in one load; 168 regs"
-    ),
-    KernelConfig(
-        16,
-        64,
-        256,
-        4,
-        3,
-        reason="B<=16, d>=1024: 512 B row segments per load, 4 d-steps per tile; 200 regs",
-    ),
-    KernelConfig(
-        16,
-        256,
-        64,
-        8,
-        3,
-        reason="B<=16, k<=16: wide tile, topk's cheap halving steps dominate; 192 regs",
-    ),
-    KernelConfig(
-        16,
-        128,
-        128,
-        8,
-        3,
-        reason="B<=16, 128<k<=512: 8 warps hold the [16,512] int64 list (251 regs at k=512)",
-    ),
-    KernelConfig(
-        16, 128, 128, 4, 3, skip=False, reason="control: always merge (measures the threshold skip)"
-    ),
-    KernelConfig(
-        32,
-        128,
-        64,
-        4,
-        3,
-        reason="16<B<=32 or B>32 with k<=64: one W pass per 32 rows; 235 regs at k=128",
-    ),
-    KernelConfig(
-        32,
-        64,
-        64,
-        8,
-        3,
-        reason="B>32, k>=128: 32 rows x 128-long list in 190 regs (64 rows would need 254)",
-    ),
-    KernelConfig(
-        64,
-        128,
-        64,
-        8,
-        3,
-        reason="B>32, k<=64: 64 rows per W pass cut W re-reads (from L2) 2x vs 32; 126 regs at k=16",
-    ),
+    KernelConfig(1, 128, 64, 4, 3, reason="B=1: CUDA-core dot, no padded rows in the selection; 128-168 regs, 4 KB smem"),
+    KernelConfig(1, 256, 64, 8, 3, reason="B=1 candidate: 32 KB per tile load keeps more bytes in flight (no cp.async here); 186 regs"),
+    KernelConfig(2, 128, 32, 4, 3, reason="B=2: CUDA-core dot; [2,128,32] product, 72-168 regs"),
+    KernelConfig(2, 128, 32, 8, 2, reason="k>512 (any B): 8 warps spread the [2,1024] int64 running list, ~100 regs"),
+    KernelConfig(16, 128, 128, 4, 3, reason="B<=16 default: M=16 is tl.dot's minimum; 32 KB bf16 W tile/stage; 168-196 regs"),
+    KernelConfig(16, 128, 64, 4, 4, reason="B<=16, d<=64 (half): 16 KB/stage, whole d per load, 4 stages; 161-168 regs"),
+    KernelConfig(16, 128, 32, 4, 3, reason="B<=16, fp32: IEEE FMA dot in 32-wide d steps, 156 regs (64-wide spills 424 B)"),
+    KernelConfig(16, 128, 32, 8, 3, reason="B<=16, fp32, 128<k<=512: as above, 8 warps for the list; 48 KB smem (128-wide: 200 KB)"),
+    KernelConfig(16, 64, 256, 4, 3, reason="B<=16, d>=1024 candidate: 512 B row segments per load; spills 8-24 B"),
+    KernelConfig(16, 256, 64, 8, 3, reason="B<=16, k<=16, d<=256: wide tile, topk's cheap halving steps dominate; 190 regs"),
+    KernelConfig(16, 128, 128, 8, 3, reason="B<=16, 128<k<=512: 8 warps hold the [16,512] int64 list (251 regs at k=512)"),
+    KernelConfig(16, 128, 128, 4, 3, skip=False, reason="control: always merge (measures the threshold skip)"),
+    KernelConfig(32, 128, 64, 4, 3, reason="16<B<=32, or B>32 with k<=64: one W pass per 32 rows; 235 regs at k=128"),
+    KernelConfig(32, 64, 64, 8, 3, reason="B>32, k=128: 32 rows x 128-long list in 190-210 regs (64 rows: 254)"),
+    KernelConfig(64, 128, 64, 8, 3, reason="B>32, k<=64: 64 rows per W pass halve W re-reads (from L2); 99-196 regs"),
 ]
 
 # Ampere (A100: 108 SMs, 164 KB shared memory per SM, 1.6-2.0 TB/s): fewer stages, 64-wide d.
 _AMPERE = [
-    KernelConfig(
-        1, 128, 64, 4, 2, reason="B=1: CUDA-core dot; 2 stages leave room for 3-4 programs/SM"
-    ),
+    KernelConfig(1, 128, 64, 4, 2, reason="B=1: CUDA-core dot; 2 stages leave room for 3-4 programs/SM"),
     KernelConfig(2, 128, 32, 4, 2, reason="B=2: CUDA-core dot, as on Hopper"),
     KernelConfig(2, 128, 32, 8, 2, reason="k>512: 8 warps spread the running list, as on Hopper"),
-    KernelConfig(
-        16,
-        128,
-        64,
-        4,
-        3,
-        reason="B<=16 default: 16 KB W tile/stage x 3 fits 164 KB beside a second program",
-    ),
+    KernelConfig(16, 128, 64, 4, 3, reason="B<=16 default: 16 KB W tile/stage x 3 fits 164 KB beside a second program"),
+    KernelConfig(16, 128, 32, 4, 2, reason="B<=16, fp32: IEEE FMA dot in 32-wide d steps, as on Hopper"),
+    KernelConfig(16, 128, 32, 8, 2, reason="B<=16, fp32, 128<k<=512: 8 warps for the list, as on Hopper"),
     KernelConfig(16, 64, 128, 4, 3, reason="B<=16, d>=512: 256 B row segments, same 16 KB/stage"),
-    KernelConfig(
-        16,
-        128,
-        64,
-        8,
-        2,
-        reason="B<=16, 128<k<=512: 8 warps hold the list (255 regs at 4 warps on sm_80)",
-    ),
-    KernelConfig(32, 128, 64, 4, 2, reason="16<B<=32 or B>32 with k<=64: one W pass per 32 rows"),
-    KernelConfig(32, 64, 64, 8, 2, reason="B>32, k>=128: 32-row blocks keep the list in registers"),
+    KernelConfig(16, 128, 64, 8, 2, reason="B<=16, 128<k<=512: 8 warps hold the list (4 warps hit 255 regs on sm_80)"),
+    KernelConfig(32, 128, 64, 4, 2, reason="16<B<=32, or B>32 with k<=64: one W pass per 32 rows"),
+    KernelConfig(32, 64, 64, 8, 2, reason="B>32, k=128: 32-row blocks keep the list in registers"),
     KernelConfig(64, 128, 64, 8, 2, reason="B>32, k<=64: 64 rows per W pass"),
 ]
 
@@ -456,6 +376,7 @@ _INTERPRETER = [
     KernelConfig(32, 32, 32, 4, 1, reason="interpreter: 32-row tl.dot path"),
     KernelConfig(64, 32, 32, 4, 1, reason="interpreter: 64-row tl.dot path"),
 ]
+# fmt: on
 
 
 def _interpreting() -> bool:
@@ -525,18 +446,16 @@ def heuristic_config(B: int, D: int, k: int, dtype: torch.dtype, arch: str) -> K
         cfg = next(c for c in table if c.key()[:5] == want)
         return replace(cfg, block_b=bb) if cfg.block_b != bb else cfg
     if bb == 16:
-        if k_pad > 128:
+        if dtype == torch.float32:
+            want = (16, 128, 32, 8 if k_pad > 128 else 4, 3 if hopper else 2)
+        elif k_pad > 128:
             want = (16, 128, 128, 8, 3) if hopper else (16, 128, 64, 8, 2)
         elif not hopper:
-            want = (
-                (16, 64, 128, 4, 3) if D >= 512 and dtype != torch.float32 else (16, 128, 64, 4, 3)
-            )
-        elif dtype == torch.float32 or D <= 64:
+            want = (16, 64, 128, 4, 3) if D >= 512 else (16, 128, 64, 4, 3)
+        elif D <= 64:
             want = (16, 128, 64, 4, 4)
         elif k_pad <= 16 and D <= 256:
             want = (16, 256, 64, 8, 3)
-        elif D >= 1024:
-            want = (16, 64, 256, 4, 3)
         else:
             want = (16, 128, 128, 4, 3)
     elif bb == 32:
@@ -563,6 +482,7 @@ def _fits(cfg: KernelConfig, B: int, k: int) -> bool:
 
 _SM_COUNT: dict[int, int] = {}
 _TUNED: dict[tuple, KernelConfig] = {}
+_WARNED: set[tuple[KernelConfig, KernelConfig]] = set()
 
 
 def _num_sms(device: torch.device) -> int:
@@ -597,8 +517,22 @@ def plan_launch(
     config: KernelConfig,
     num_sms: int,
     chunks: int | None = None,
+    waves: int = _WAVES,
 ) -> LaunchPlan:
-    """Block sizes, chunk count and tiles per chunk for one call (pure function, testable)."""
+    """Block sizes, chunk count and tiles per chunk for one call (pure function, testable).
+
+    Without ``chunks``, aims at ``waves * num_sms`` programs in all, but keeps at least
+    ``_MIN_ITEMS_PER_K * next_pow2(k)`` items per chunk.
+    """
+    for name, v in (
+        ("block_b", config.block_b),
+        ("block_n", config.block_n),
+        ("block_d", config.block_d),
+    ):
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"config.{name} must be a power of two, got {v} in {config}")
+    if config.block_n < 16 or config.block_d < 16:
+        raise ValueError(f"config.block_n and block_d must be >= 16, got {config}")
     k_pad = _next_pow2(k)
     block_b = config.block_b
     block_n = min(config.block_n, max(16, _next_pow2(N)))
@@ -606,7 +540,7 @@ def plan_launch(
     n_tiles = triton.cdiv(N, block_n)
     b_blocks = triton.cdiv(B, block_b)
     if chunks is None:
-        chunks = max(1, triton.cdiv(_WAVES * num_sms, b_blocks))
+        chunks = max(1, triton.cdiv(waves * num_sms, b_blocks))
         min_tiles = triton.cdiv(_MIN_ITEMS_PER_K * k_pad, block_n)
         chunks = min(chunks, max(1, n_tiles // max(1, min_tiles)))
     chunks = max(1, min(int(chunks), n_tiles))
@@ -748,12 +682,32 @@ def topk_projection(
         empty = torch.empty((0, k), device=h.device)
         return empty, empty.to(torch.int64)
     ex = normalize_exclude(exclude, B, N, h.device)
+    forced = config is not None
     if config is None:
         arch = _arch(h.device)
         key = _shape_key(B, N, D, k, W.dtype, b is not None, ex is not None, str(h.device))
         config = _TUNED.get(key) or heuristic_config(B, D, k, W.dtype, arch)
     plan = plan_launch(B, N, D, k, config, _num_sms(h.device), chunks)
-    cand = _launch(h, W, b, k, ex, plan)
+    try:
+        cand = _launch(h, W, b, k, ex, plan)
+    except OutOfResources:
+        if forced:
+            raise
+        # A GPU with less shared memory / registers than the tables assume: small tiles, no
+        # pipelining. Correct everywhere, just slower; warn once per shape.
+        safe = replace(
+            config, block_n=64, block_d=32, num_stages=1, reason="OutOfResources fallback"
+        )
+        if (config, safe) not in _WARNED:
+            _WARNED.add((config, safe))
+            warnings.warn(
+                f"topk_projection: {config.short()} does not fit this GPU "
+                f"({torch.cuda.get_device_name(h.device)}); using {safe.short()}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        plan = plan_launch(B, N, D, k, safe, _num_sms(h.device), chunks)
+        cand = _launch(h, W, b, k, ex, plan)
     top = torch.topk(cand, k, dim=1).values  # [B, k] packed, descending
     return _unpack(top)
 
