@@ -9,7 +9,7 @@
 # amazon-beauty/{user_sequence.txt.gz,item_titles.tsv.gz}. Item-LLM vectors are read from the
 # lite-export cache (LITE_EXPORT_CACHE) when present, so the item LLM need not be installed there.
 # CONFIGS: one grid point per line (quality.py flags). MERGE_WITH: earlier result folders
-# (holding quality_runs.json) whose runs join the selection.
+# (holding quality_runs.json) whose runs join the selection. DATASETS: which data sets (default both).
 set -u
 OUT=${OUT:-benchmarks/results/quality_gpu}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 i=0
 first=$(printf '%s\n' "$CONFIGS" | head -n 1)
-for ds in ml-1m amazon-beauty; do
+for ds in ${DATASETS:-ml-1m amazon-beauty}; do
   for model in SASRec Lite-LLM4Rec; do
     while IFS= read -r cfg; do
       [ -z "$cfg" ] && continue
