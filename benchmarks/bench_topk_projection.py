@@ -29,9 +29,7 @@ import functools
 import itertools
 import json
 import math
-import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -42,6 +40,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from lite_export.benchmarking import commit  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -58,22 +58,6 @@ SWEEP_SHAPES = [
 
 
 # ---- environment ---------------------------------------------------------------------------------
-
-
-def commit() -> str:
-    if os.environ.get("LITE_COMMIT"):
-        return os.environ["LITE_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
 
 
 def versions() -> dict[str, str]:

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lite_export.benchmarking import commit, machine  # noqa: E402
 from lite_export.model.config import LiteConfig, TrainConfig  # noqa: E402
 from lite_export.model.metrics import PROTOCOL  # noqa: E402
 from lite_export.model.workflow import (  # noqa: E402
@@ -42,36 +40,6 @@ DATASETS = {
     "amazon-beauty": ("amazon", "amazon-beauty"),
 }
 METRIC_KEYS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)]
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    except ImportError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
-def commit() -> str:
-    if os.environ.get("LITE_COMMIT"):
-        return os.environ["LITE_COMMIT"]
-    try:
-        return subprocess.check_output(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, stderr=subprocess.DEVNULL
-        ).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def row(dataset, model, metrics, seconds, epochs, config, command, valid=None) -> dict:
