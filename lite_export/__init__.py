@@ -15,6 +15,9 @@ _LAZY = {
     "ItemCatalog": ("lite_export.catalog", "ItemCatalog"),
     "UnknownItemError": ("lite_export.catalog", "UnknownItemError"),
     "load_dataset": ("lite_export.data", "load_dataset"),
+    "load": ("lite_export.engines.registry", "load"),
+    "ArtifactError": ("lite_export.artifact", "ArtifactError"),
+    "EngineUnavailableError": ("lite_export.engines.base", "EngineUnavailableError"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -75,6 +75,11 @@ class ItemCatalog:
             raise UnknownItemError(unknown, len(self.ids))
         return out
 
+    def most_popular(self, k: int) -> tuple[list[int], list[float]]:
+        """The k most popular items (ties: lower index first): the empty-history fallback."""
+        order = sorted(range(len(self.ids)), key=lambda i: (-self.popularity[i], i))[:k]
+        return order, [float(self.popularity[i]) for i in order]
+
     def write_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as f:
             for i, ext in enumerate(self.ids):

@@ -307,6 +307,131 @@ def demo(
         )
 
 
+def _shape(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
+    if text is None:
+        return default
+    try:
+        b, length = (int(x) for x in text.split(","))
+    except ValueError:
+        _fail(f"a shape must be 'BATCH,HISTORY' like '16,50', got {text!r}")
+    return b, length
+
+
+@app.command(
+    name="export",
+    epilog="Examples:\n\n"
+    "  lite export ckpt --out art\n\n"
+    "  lite export ckpt --out art --precision fp16 --k 50 --force\n\n"
+    "  lite export ckpt --out art --format tensorrt --opt-shape 16,50 --max-shape 256,200",
+)
+def export_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory written by `lite train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="onnx|tensorrt (tensorrt adds model.plan).")
+    ] = "onnx",
+    precision: Annotated[
+        str, typer.Option(help="fp32|fp16|bf16 compute precision of the graphs.")
+    ] = "fp32",
+    k: Annotated[
+        int, typer.Option("--k", help="Top-K fixed in the graph; engines serve any k <= K.")
+    ] = 100,
+    force: Annotated[bool, typer.Option(help="Replace an existing artifact (atomically).")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    external_data_threshold: Annotated[
+        int, typer.Option(help="Bytes of weights above which ONNX external data is used.")
+    ] = 1_500_000_000,
+    optimize: Annotated[
+        bool, typer.Option(help="Also write ONNX Runtime's optimised graph.")
+    ] = True,
+    min_shape: Annotated[
+        str | None, typer.Option(help="TensorRT profile min BATCH,HISTORY.")
+    ] = None,
+    opt_shape: Annotated[
+        str | None, typer.Option(help="TensorRT profile opt BATCH,HISTORY.")
+    ] = None,
+    max_shape: Annotated[
+        str | None, typer.Option(help="TensorRT profile max BATCH,HISTORY.")
+    ] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")
+    ] = None,
+) -> None:
+    """Export a checkpoint to a validated ONNX artifact (frozen item embeddings, top-K in graph)."""
+    from lite_export.exporters.onnx import ExportError, ExportOptions, export_artifact
+
+    if fmt not in ("onnx", "tensorrt", "triton"):
+        _fail(f"--format must be onnx, tensorrt or triton, got {fmt!r}")
+    if fmt == "triton":
+        _fail(
+            "--format triton (a Triton Inference Server model repository) is not available in this release yet"
+        )
+    post_build = None
+    if fmt == "tensorrt":
+        from lite_export.exporters.tensorrt import tensorrt_available
+
+        if not tensorrt_available():
+            _fail(
+                "--format tensorrt needs TensorRT and an NVIDIA GPU on this host: "
+                'pip install "lite-export[gpu]" on a GPU machine (the ONNX export works anywhere)'
+            )
+        max_hist = None
+
+        def post_build(tmp: Path, manifest: dict) -> list[str]:
+            from lite_export.exporters.tensorrt import build_engine
+
+            hist = manifest["dims"]["max_history"] if max_hist is None else max_hist
+            shapes = [
+                _shape(min_shape, (1, 1)),
+                _shape(opt_shape, (16, hist)),
+                _shape(max_shape, (256, hist)),
+            ]
+            profile = [{"item_ids": s, "exclude_ids": s} for s in shapes]
+            build_engine(
+                tmp / "model.onnx",
+                tmp / "model.plan",
+                min_shapes=profile[0],
+                opt_shapes=profile[1],
+                max_shapes=profile[2],
+                precision=precision,
+                timing_cache=timing_cache,
+            )
+            manifest["tensorrt_profile"] = {"min": shapes[0], "opt": shapes[1], "max": shapes[2]}
+            return ["model.plan"]
+
+    opts = ExportOptions(
+        k=k,
+        precision=precision,
+        opset=opset,
+        external_data_threshold=external_data_threshold,
+        optimize=optimize,
+    )
+    try:
+        path = export_artifact(ckpt, out, opts, force=force, post_build=post_build)
+    except (
+        ValueError,
+        FileExistsError,
+        FileNotFoundError,
+        ExportError,
+        ImportError,
+        OSError,
+    ) as exc:
+        _fail(str(exc))
+    import json as _json
+
+    manifest = _json.loads((path / "manifest.json").read_text())
+    for graph, res in manifest["parity"].items():
+        diff = res.get("max_abs_score_diff", res.get("max_abs_diff"))
+        print(f"  parity {graph:<18} max |diff| {diff:.2e} (tolerance {res['tolerance']:.0e})")
+    trt = manifest.get("tensorrt_check", {})
+    if trt.get("checked"):
+        print(
+            f"  TensorRT static check: {'ok' if trt.get('ok') else 'problems found'} "
+            f"({trt.get('counts', {}).get('error', 0)} errors, "
+            f"{trt.get('counts', {}).get('warning', 0)} warnings; details in manifest.json)"
+        )
+
+
 @app.command(epilog="Example:\n\n  lite env")
 def env() -> None:
     """Print versions of lite-export and its runtimes (paste this into bug reports)."""

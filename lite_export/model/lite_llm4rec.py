@@ -180,6 +180,23 @@ class LiteLLM4Rec(nn.Module):
         table[uniq != pad] = enc
         return table[inverse]
 
+    @torch.no_grad()
+    def refresh_item_vectors(self) -> None:
+        """Re-encode every item with the (fine-tuned) item LLM into the frozen table."""
+        if self.item_llm is None:
+            return
+        was_training = self.item_llm.training
+        self.item_llm.eval()
+        vectors = encode_texts(
+            self.item_llm,
+            self.item_tokenizer,
+            self.catalog.texts,
+            self.config.item_llm_max_tokens,
+            device=self.item_vectors.device,
+        )
+        self.item_llm.train(was_training)
+        self.item_vectors[:-1] = vectors.to(self.item_vectors.device)
+
     def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Rec-LLM input for each history position. [B, L] -> [B, L, D]"""
         x = None
@@ -263,19 +280,21 @@ class LiteLLM4Rec(nn.Module):
             scores = self.score(ids).float()
         finally:
             self.train(was_training)
-        empty = [len(h) == 0 for h in hists]
-        if any(empty):
-            pop = torch.tensor(self.catalog.popularity, dtype=torch.float32, device=device)
-            scores[torch.tensor(empty, device=device)] = pop
         if exclude_seen:
             full = pad_histories(hists, max(1, max(map(len, hists), default=1)), n).to(device)
             mask_items(scores, full, n)
         top = torch.topk(scores, k, dim=-1)
-        idx = top.indices.cpu().numpy()
+        idx = top.indices.cpu().numpy().astype(np.int64)
+        values = top.values.cpu().numpy().astype(np.float32)
+        empty = [len(h) == 0 for h in hists]
+        if any(empty):
+            pop_idx, pop_scores = self.catalog.most_popular(k)
+            for r in (r for r, e in enumerate(empty) if e):
+                idx[r], values[r] = pop_idx, pop_scores
         return TopK(
             ids=[[self.catalog.ids[i] for i in row] for row in idx],
-            scores=top.values.cpu().numpy().astype(np.float32),
-            indices=idx.astype(np.int64),
+            scores=values,
+            indices=idx,
             fallback=empty,
         )
 
@@ -323,6 +342,7 @@ class LiteLLM4Rec(nn.Module):
                 **(extra or {}),
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700 directories
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

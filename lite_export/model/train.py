@@ -125,6 +125,7 @@ def train_model(
             per_rank = acc.gather(stats.unsqueeze(0)).cpu().tolist()
             unwrapped = acc.unwrap_model(ddp_model)
             unwrapped.eval()
+            unwrapped.refresh_item_vectors()  # a fine-tuned item LLM re-encodes the catalog
             valid = evaluate_ranking(
                 unwrapped.score,
                 split.valid,
@@ -171,6 +172,7 @@ def train_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    model.refresh_item_vectors()
     return result
 
 

@@ -100,3 +100,35 @@ def test_lr_schedule_warms_up_then_decays_and_follows_a_time_budget():
     assert _lr_factor(1, total=100, warmup=0.0, budget=10.0, clock=half) == pytest.approx(
         0.5, abs=0.02
     )
+
+
+def test_finetuned_item_llm_vectors_are_refreshed_and_saved(synthetic, tmp_path):
+    from accelerate import Accelerator
+
+    from lite_export.model.item_llm import encode_texts
+    from lite_export.model.lite_llm4rec import LiteLLM4Rec
+    from lite_export.model.workflow import DataSpec, train_checkpoint
+
+    ds, split = synthetic
+    small = (
+        ds,
+        type(split)(split.train[:100], split.valid[:20], split.test[:20], split.popularity),
+    )
+    cfg = LiteConfig.from_name("tiny", d_model=32, d_ff=64, max_history=20)
+    cfg.finetune_item_llm = True
+    model, _, _ = train_checkpoint(
+        DataSpec("synthetic"),
+        cfg,
+        TrainConfig.from_name("tiny", epochs=1, lr=1e-2),
+        tmp_path / "ft",
+        accelerator=Accelerator(cpu=True),
+        progress=False,
+        log=None,
+        data=small,
+    )
+    fresh = encode_texts(
+        model.item_llm, model.item_tokenizer, model.catalog.texts, cfg.item_llm_max_tokens
+    )
+    torch.testing.assert_close(model.item_vectors[:-1], fresh)
+    loaded = LiteLLM4Rec.from_pretrained(tmp_path / "ft")
+    torch.testing.assert_close(loaded.item_vectors, model.item_vectors)

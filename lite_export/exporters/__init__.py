@@ -1,0 +1,1 @@
+"""Exporters: ONNX artifacts, TensorRT engines, Triton Inference Server repositories."""

@@ -1,0 +1,492 @@
+"""`lite export`: a training checkpoint -> a validated ONNX artifact with frozen item embeddings.
+
+The item-LLM vectors pass the adapter once here and become a constant table gathered by id (plus
+the learned id embedding); the head is a constant too. Nothing in the graphs touches text.
+
+Graphs (dynamo exporter, dynamic batch and history length):
+
+  model.onnx         item_ids [B, L] int64 (pad = N), exclude_ids [B, H] int64 (pad = N)
+                     -> scores [B, K] float32, indices [B, K] int64   (history excluded in-graph)
+  model.ort.onnx     the same graph after ONNX Runtime's offline optimisation (fusions); the
+                     ONNX Runtime engine runs this one, model.onnx stays portable (TensorRT, C++)
+  user_encoder.onnx  item_ids [B, L] -> user_vectors [B, d]   (for the fused kernel or an ANN)
+
+Beside them: head.safetensors (W [N, d], b [N], fp32), encoder.safetensors (the frozen item
+table and rec-LLM weights, for the PyTorch engine), items.jsonl and manifest.json.
+
+K is fixed at export (``k``, default 100; TensorRT needs a constant K): engines return any
+k <= K. The most recent ``max_history`` items are the model input; ``exclude_ids`` may hold the
+whole history (or only pads when seen items should stay).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lite_export.artifact import ARTIFACT_FORMAT, ARTIFACT_VERSION, MANIFEST, file_entries
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: score tolerance of the parity check, from the export dtype (SPEC §3)
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
+DEFAULT_OPSET = 18
+#: tables above this many bytes go to ONNX external data (protobuf stops at 2 GiB)
+EXTERNAL_DATA_THRESHOLD = 1_500_000_000
+
+
+class ExportError(RuntimeError):
+    """The export could not be written (the destination is left untouched)."""
+
+
+class ExportValidationError(ExportError):
+    """ONNX Runtime disagrees with PyTorch beyond the dtype's tolerance."""
+
+    def __init__(self, graph: str, report: dict):
+        self.report = report
+        lines = [f"{graph}: ONNX Runtime output differs from PyTorch beyond tolerance"]
+        for name, value in report.items():
+            lines.append(f"  {name}: {value}")
+        super().__init__("\n".join(lines))
+
+
+class FrozenUserEncoder(nn.Module):
+    """item ids [B, L] -> user vector [B, d]; the item table is a constant buffer."""
+
+    def __init__(self, item_table: torch.Tensor, backbone: nn.Module):
+        super().__init__()
+        self.register_buffer("item_table", item_table.contiguous())  # [N+1, d], pad row zero
+        self.backbone = backbone.eval()
+        self.num_items = item_table.shape[0] - 1
+
+    @classmethod
+    def from_model(cls, model, dtype: torch.dtype) -> FrozenUserEncoder:
+        """Freeze a LiteLLM4Rec: item-LLM vectors through the adapter (+ id embedding), once."""
+        n = model.config.num_items
+        with torch.no_grad():
+            ids = torch.arange(n + 1)
+            table = model.embed_items(ids.unsqueeze(0))[0].clone()  # [N+1, d]
+            table[n] = 0.0
+        return cls(table.to(dtype), copy.deepcopy(model.backbone).to(dtype))
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        mask = (item_ids != self.num_items).to(torch.int32)  # [B, L]
+        x = F.embedding(item_ids, self.item_table)  # [B, L, d]
+        # int32 arithmetic: TensorRT has no int64 CumSum/Clip (see the static check)
+        position_ids = (mask.cumsum(-1, dtype=torch.int32) - 1).clamp(min=0).to(torch.int64)
+        out = self.backbone(
+            inputs_embeds=x, attention_mask=mask.to(torch.int64), position_ids=position_ids
+        )
+        return out.last_hidden_state[:, -1]  # [B, d]
+
+
+class RankingGraph(nn.Module):
+    """item ids -> top-K (scores, indices) over the whole catalog, excluded ids at -inf."""
+
+    def __init__(
+        self, encoder: FrozenUserEncoder, weight: torch.Tensor, bias: torch.Tensor, k: int
+    ):
+        super().__init__()
+        self.encoder = encoder
+        dtype = encoder.item_table.dtype
+        self.register_buffer("head_weight", weight.detach().to(dtype).contiguous())  # [N, d]
+        self.register_buffer("head_bias", bias.detach().to(dtype).contiguous())  # [N]
+        self.k = k
+        self.num_items = encoder.num_items
+
+    def forward(self, item_ids: torch.Tensor, exclude_ids: torch.Tensor):
+        h = self.encoder(item_ids)  # [B, d]
+        scores = (h @ self.head_weight.T + self.head_bias).float()  # [B, N]
+        # one extra column takes the pad id, so the scatter needs no mask tensor
+        scores = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)
+        scores = scores.scatter(1, exclude_ids, float("-inf"))[:, : self.num_items]
+        values, indices = torch.topk(scores, self.k, dim=1)
+        return values, indices
+
+
+@dataclass
+class ExportOptions:
+    k: int = 100
+    precision: str = "fp32"
+    opset: int = DEFAULT_OPSET
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+    optimize: bool = True
+    probes: int = 16
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _dims(max_history: int):
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    history = torch.export.Dim("history", min=1, max=max(2, max_history))
+    exclude = torch.export.Dim("exclude", min=1, max=1 << 20)
+    return batch, history, exclude
+
+
+def _export(
+    module: nn.Module, args: tuple, path: Path, names: tuple, dynamic: dict, opts, external: bool
+):
+    import logging
+    import warnings
+
+    # the exporter logs one line per optional torchvision op it cannot register
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            input_names=list(names[0]),
+            output_names=list(names[1]),
+            dynamic_shapes=dynamic,
+            opset_version=opts.opset,
+            verbose=False,
+        )
+    if program is None:
+        raise ExportError(f"torch.onnx.export returned no program for {path.name}")
+    program.save(str(path), external_data=external)
+    return sorted(p.name for p in path.parent.glob(path.name + "*"))
+
+
+def _param_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def probe_histories(num_items: int, max_history: int, count: int, seed: int) -> list[list[int]]:
+    """Deterministic probe histories: length 1, short, the model's maximum and longer."""
+    rng = np.random.default_rng(seed)
+    lengths = [1, 2, 5, max_history, max_history + 7]
+    lengths += list(rng.integers(1, max_history + 1, size=max(0, count - len(lengths))))
+    return [
+        list(rng.choice(num_items, size=min(int(n), num_items), replace=False))
+        for n in lengths[:count]
+    ]
+
+
+def reference_scores(model, item_ids: torch.Tensor, exclude_ids: torch.Tensor) -> np.ndarray:
+    """Full fp32 PyTorch scores [B, N] with excluded ids at -inf: the parity reference."""
+    from lite_export.model.metrics import mask_items
+
+    with torch.inference_mode():
+        scores = model.score(item_ids).float()
+        mask_items(scores, exclude_ids, model.config.num_items)
+    return scores.numpy()
+
+
+def compare_topk(ref_full: np.ndarray, values: np.ndarray, indices: np.ndarray, tol: float) -> dict:
+    """Top-K parity up to ties.
+
+    scores: |ort - ref top-K values| <= tol * (1 + |ref|);
+    indices: every returned id's reference score equals what was returned (within tolerance),
+    so ids may differ only where reference scores tie within tolerance.
+    """
+    k = values.shape[1]
+    ref_top = -np.sort(-ref_full, axis=1)[:, :k]
+    finite = np.isfinite(ref_top)
+    diff = np.where(finite, np.abs(values - ref_top), 0.0)
+    bound = tol * (1.0 + np.where(finite, np.abs(ref_top), 0.0))
+    gathered = np.take_along_axis(ref_full, indices.astype(np.int64), axis=1)
+    id_diff = np.where(finite, np.abs(gathered - ref_top), 0.0)
+    exact = (indices == np.argsort(-ref_full, axis=1, kind="stable")[:, :k]).mean()
+    return {
+        "max_abs_score_diff": float(diff.max(initial=0.0)),
+        "scores_ok": bool((diff <= bound).all() and (np.isfinite(values) == finite).all()),
+        "max_abs_id_score_diff": float(id_diff.max(initial=0.0)),
+        "ids_ok": bool((id_diff <= bound).all()),
+        "ids_identical_fraction": float(exact),
+        "tolerance": tol,
+    }
+
+
+def validation_providers(precision: str) -> list[str]:
+    """Execution providers for the parity check: CPU, or CUDA where bf16 needs it."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if precision == "bf16":
+        if "CUDAExecutionProvider" not in available:
+            raise ExportError(
+                "a bf16 export cannot be validated here: ONNX Runtime's CPU execution provider has "
+                "no bf16 kernels. Export with --precision fp16 or fp32, or export on a GPU host "
+                'with onnxruntime-gpu installed (pip install "lite-export[gpu]")'
+            )
+        return ["CUDAExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _session(path: Path, precision: str = "fp32"):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=validation_providers(precision))
+
+
+def publish_permissions(directory: Path) -> None:
+    """mkdtemp makes 0700 directories: open the finished tree to readers (e.g. a server user)."""
+    os.chmod(directory, 0o755)
+    for p in directory.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def optimize_with_ort(src: Path, dst: Path, external: bool, precision: str = "fp32") -> dict:
+    """ONNX Runtime's offline graph optimisation (layer-norm, attention, GELU... fusions).
+
+    The extended level may use ONNX Runtime contrib operators, so the result is for ONNX Runtime
+    only; the portable graph stays as model.onnx.
+    """
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(dst)
+    if external:
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", dst.name + ".data"
+        )
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+    ort.InferenceSession(str(src), so, providers=validation_providers(precision))
+    before = Counter(n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node)
+    after = Counter(n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node)
+    fused = {op: c for op, c in after.items() if op not in before}
+    return {
+        "level": "ORT_ENABLE_EXTENDED",
+        "nodes_before": sum(before.values()),
+        "nodes_after": sum(after.values()),
+        "fused_ops": fused,
+    }
+
+
+def _validate(model, graph_path: Path, probes: list[list[int]], opts: ExportOptions) -> dict:
+    from lite_export.data.batching import pad_histories
+
+    n = model.config.num_items
+    sess = _session(graph_path, opts.precision)
+    tol = TOLERANCE[opts.precision]
+    worst: dict = {}
+    for batch in (probes, probes[:1]):
+        item_ids = pad_histories(batch, model.config.max_history, n)
+        exclude = pad_histories(batch, max(map(len, batch)), n)
+        ref = reference_scores(model, item_ids, exclude)
+        values, indices = sess.run(
+            ["scores", "indices"], {"item_ids": item_ids.numpy(), "exclude_ids": exclude.numpy()}
+        )
+        res = compare_topk(ref, values, indices, tol)
+        if not worst or res["max_abs_score_diff"] >= worst["max_abs_score_diff"]:
+            worst = {
+                **res,
+                "ids_identical_fraction": min(
+                    res["ids_identical_fraction"], worst.get("ids_identical_fraction", 1.0)
+                ),
+            }
+        if not (res["scores_ok"] and res["ids_ok"]):
+            raise ExportValidationError(graph_path.name, res)
+    worst["probes"] = len(probes)
+    return worst
+
+
+def _validate_encoder(encoder: FrozenUserEncoder, path: Path, model, probes, opts) -> dict:
+    from lite_export.data.batching import pad_histories
+
+    ids = pad_histories(probes, model.config.max_history, model.config.num_items)
+    with torch.inference_mode():
+        ref = model.user_vectors(ids).float().numpy()
+    (out,) = _session(path, opts.precision).run(["user_vectors"], {"item_ids": ids.numpy()})
+    diff = float(np.abs(out.astype(np.float32) - ref).max())
+    tol = TOLERANCE[opts.precision]
+    bound = tol * (1.0 + float(np.abs(ref).max()))
+    res = {"max_abs_diff": diff, "tolerance": tol, "ok": diff <= bound}
+    if not res["ok"]:
+        raise ExportValidationError(path.name, res)
+    return res
+
+
+def export_artifact(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ExportOptions | None = None,
+    force: bool = False,
+    log=print,
+    post_build=None,
+) -> Path:
+    """Export a training checkpoint to a validated artifact directory (atomic; see module doc).
+
+    ``post_build(tmp_dir, manifest) -> [file names]`` runs before the manifest is written (e.g.
+    the TensorRT plan build), so its files are checksummed and published atomically too.
+    """
+    from safetensors.torch import save_file
+
+    from lite_export import __version__
+    from lite_export.model.lite_llm4rec import LiteLLM4Rec
+
+    opts = options or ExportOptions()
+    say = log or (lambda _m: None)
+    missing = [
+        m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise ImportError(
+            f'lite export needs {", ".join(missing)}: pip install "lite-export[onnx]" '
+            '(or "lite-export[gpu]" on an NVIDIA GPU host)'
+        )
+    if opts.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {opts.precision!r}")
+    target = Path(out)
+    if target.exists() and not force:
+        raise FileExistsError(
+            f"{target} already exists; pass --force to replace it (the old artifact stays until "
+            "the new one is complete)"
+        )
+    model = LiteLLM4Rec.from_pretrained(checkpoint).float().eval()
+    n, max_hist = model.config.num_items, model.config.max_history
+    if not 1 <= opts.k <= n:
+        raise ValueError(f"k must be between 1 and the catalog size {n}, got {opts.k}")
+    if opts.k > 3840:
+        say(
+            f"note: k={opts.k} > 3840, the TensorRT TopK limit; model.onnx will not build in TensorRT"
+        )
+    dtype = PRECISIONS[opts.precision]
+    validation_providers(opts.precision)  # fail before any work when validation is impossible
+    t0 = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        encoder = FrozenUserEncoder.from_model(model, dtype)
+        graph = RankingGraph(encoder, model.head.weight, model.head.bias, opts.k).eval()
+        external = _param_bytes(graph) > opts.external_data_threshold
+        batch, history, exclude = _dims(max_hist)
+        ex_ids = torch.tensor([[n, 1, 2, 3], [4, 5, 6, 7]], dtype=torch.long)
+        ex_excl = torch.tensor([[n, n, 1, 2, 3], [9, 4, 5, 6, 7]], dtype=torch.long)
+        say(f"exporting model.onnx ({opts.precision}, K={opts.k}, opset {opts.opset})")
+        files = _export(
+            graph,
+            (ex_ids, ex_excl),
+            tmp / "model.onnx",
+            (("item_ids", "exclude_ids"), ("scores", "indices")),
+            {"item_ids": {0: batch, 1: history}, "exclude_ids": {0: batch, 1: exclude}},
+            opts,
+            external,
+        )
+        files += _export(
+            encoder,
+            (ex_ids,),
+            tmp / "user_encoder.onnx",
+            (("item_ids",), ("user_vectors",)),
+            {"item_ids": {0: batch, 1: history}},
+            opts,
+            external,
+        )
+        probes = probe_histories(n, max_hist, opts.probes, opts.seed)
+        say("validating against PyTorch in ONNX Runtime")
+        parity = {"model.onnx": _validate(model, tmp / "model.onnx", probes, opts)}
+        parity["user_encoder.onnx"] = _validate_encoder(
+            encoder, tmp / "user_encoder.onnx", model, probes, opts
+        )
+        optimization = None
+        if opts.optimize:
+            optimization = optimize_with_ort(
+                tmp / "model.onnx", tmp / "model.ort.onnx", external, opts.precision
+            )
+            files += sorted(p.name for p in tmp.glob("model.ort.onnx*"))
+            parity["model.ort.onnx"] = _validate(model, tmp / "model.ort.onnx", probes, opts)
+        save_file(
+            {
+                "weight": model.head.weight.detach().float().contiguous(),
+                "bias": model.head.bias.detach().float().contiguous(),
+            },
+            str(tmp / "head.safetensors"),
+        )
+        save_file(
+            {k: v.detach().contiguous() for k, v in encoder.state_dict().items()},
+            str(tmp / "encoder.safetensors"),
+        )
+        model.catalog.write_jsonl(tmp / "items.jsonl")
+        files += ["head.safetensors", "encoder.safetensors", "items.jsonl"]
+        trt = _tensorrt_report(tmp / "model.onnx")
+        manifest = {
+            "format": ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_VERSION,
+            "lite_export_version": __version__,
+            "created_unix": int(time.time()),
+            "source_checkpoint": str(Path(checkpoint).resolve()),
+            "model": model.config.to_dict(),
+            "dims": {
+                "num_items": n,
+                "d_model": model.d_model,
+                "max_history": max_hist,
+                "k": opts.k,
+                "pad_id": n,
+            },
+            "dtypes": {
+                "compute": opts.precision,
+                "scores": "float32",
+                "indices": "int64",
+                "item_ids": "int64",
+            },
+            "rec_llm_config": model.backbone.config.to_dict(),
+            "opset": opts.opset,
+            "inputs": {"item_ids": ["batch", "history"], "exclude_ids": ["batch", "exclude"]},
+            "outputs": {"scores": ["batch", opts.k], "indices": ["batch", opts.k]},
+            "export_options": {
+                "k": opts.k,
+                "precision": opts.precision,
+                "opset": opts.opset,
+                "external_data": external,
+                "external_data_threshold": opts.external_data_threshold,
+                "ort_optimized": opts.optimize,
+                **opts.extra,
+            },
+            "ort_optimization": optimization,
+            "parity": parity,
+            "tensorrt_check": trt,
+            "export_seconds": round(time.perf_counter() - t0, 2),
+        }
+        if post_build is not None:
+            files += post_build(tmp, manifest)
+        manifest["files"] = file_entries(tmp, sorted(set(files)))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        publish_permissions(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"artifact written to {target} in {time.perf_counter() - t0:.1f}s")
+    return target
+
+
+def _tensorrt_report(path: Path) -> dict:
+    """The static TensorRT check of the portable graph (runs without TensorRT)."""
+    try:
+        from lite_export.exporters.tensorrt import check_tensorrt_compat
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return {"checked": False}
+    try:
+        report = check_tensorrt_compat(path)
+    except Exception as exc:  # a checker problem must not lose a valid export
+        return {"checked": False, "error": str(exc)}
+    return {"checked": True, **report.to_dict(), "model": path.name}
