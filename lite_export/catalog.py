@@ -80,6 +80,26 @@ class ItemCatalog:
         order = sorted(range(len(self.ids)), key=lambda i: (-self.popularity[i], i))[:k]
         return order, [float(self.popularity[i]) for i in order]
 
+    def to_topk(self, hists: list[list[int]], scores, indices):
+        """A TopK from per-row scores/indices [B, k]; empty histories get the popularity fallback."""
+        import numpy as np
+
+        from lite_export.types import TopK
+
+        scores = np.array(scores, dtype=np.float32)
+        indices = np.array(indices, dtype=np.int64)
+        empty = [len(h) == 0 for h in hists]
+        if any(empty):
+            pop_idx, pop_scores = self.most_popular(indices.shape[1])
+            for r in (r for r, e in enumerate(empty) if e):
+                indices[r], scores[r] = pop_idx, pop_scores
+        return TopK(
+            ids=[[self.ids[i] for i in row] for row in indices],
+            scores=scores,
+            indices=indices,
+            fallback=empty,
+        )
+
     def write_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as f:
             for i, ext in enumerate(self.ids):

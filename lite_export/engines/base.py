@@ -87,22 +87,7 @@ class Engine(ABC):
         else:
             exclude = np.full((len(hists), 1), n, dtype=np.int64)
         scores, indices = self._recommend_impl(item_ids, exclude, k)
-        scores, indices = (
-            np.asarray(scores, np.float32)[:, :k],
-            np.asarray(indices, np.int64)[:, :k],
-        )
-        empty = [len(h) == 0 for h in hists]
-        if any(empty):
-            scores, indices = scores.copy(), indices.copy()
-            pop_idx, pop_scores = self.catalog.most_popular(k)
-            for r in (r for r, e in enumerate(empty) if e):
-                indices[r], scores[r] = pop_idx, pop_scores
-        return TopK(
-            ids=[[self.catalog.ids[i] for i in row] for row in indices],
-            scores=scores,
-            indices=indices,
-            fallback=empty,
-        )
+        return self.catalog.to_topk(hists, np.asarray(scores)[:, :k], np.asarray(indices)[:, :k])
 
     # ----------------------------------------------------------------- subclasses
     @abstractmethod

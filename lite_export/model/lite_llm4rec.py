@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -284,19 +283,7 @@ class LiteLLM4Rec(nn.Module):
             full = pad_histories(hists, max(1, max(map(len, hists), default=1)), n).to(device)
             mask_items(scores, full, n)
         top = torch.topk(scores, k, dim=-1)
-        idx = top.indices.cpu().numpy().astype(np.int64)
-        values = top.values.cpu().numpy().astype(np.float32)
-        empty = [len(h) == 0 for h in hists]
-        if any(empty):
-            pop_idx, pop_scores = self.catalog.most_popular(k)
-            for r in (r for r, e in enumerate(empty) if e):
-                idx[r], values[r] = pop_idx, pop_scores
-        return TopK(
-            ids=[[self.catalog.ids[i] for i in row] for row in idx],
-            scores=values,
-            indices=idx,
-            fallback=empty,
-        )
+        return self.catalog.to_topk(hists, top.values.cpu().numpy(), top.indices.cpu().numpy())
 
     # ----------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
