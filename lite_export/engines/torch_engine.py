@@ -10,7 +10,9 @@ from lite_export.engines.base import Engine
 
 
 class TorchEngine(Engine):
-    """Options: ``device`` ("cpu" | "cuda", default cuda when available), ``compile`` (bool)."""
+    """Options: ``device`` ("cpu" | "cuda", default cuda when available), ``compile`` (bool),
+    ``ranker`` ("auto": :func:`lite_export.kernels.rank`; "torch": plain matmul + topk, the
+    unfused baseline the benchmarks compare with)."""
 
     name = "torch"
 
@@ -36,7 +38,7 @@ class TorchEngine(Engine):
 
     @torch.inference_mode()
     def _recommend_impl(self, item_ids: np.ndarray, exclude_ids: np.ndarray, k: int):
-        from lite_export.kernels import rank
+        from lite_export.kernels import rank, topk_projection_reference
 
         ids = torch.from_numpy(item_ids).to(self.device)
         h = self._forward(ids)  # [B, d]
@@ -44,5 +46,6 @@ class TorchEngine(Engine):
         w, b = self.weight, self.bias
         if self.device.type == "cpu" and h.dtype != torch.float32:  # the CPU path ranks in fp32
             h, w, b = h.float(), w.float(), b.float()
-        scores, indices = rank(h, w, b, k, exclude)
+        ranker = topk_projection_reference if self.options.get("ranker") == "torch" else rank
+        scores, indices = ranker(h, w, b, k, exclude)
         return scores.float().cpu().numpy(), indices.cpu().numpy()
