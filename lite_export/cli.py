@@ -322,13 +322,19 @@ def _shape(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
     epilog="Examples:\n\n"
     "  lite export ckpt --out art\n\n"
     "  lite export ckpt --out art --precision fp16 --k 50 --force\n\n"
-    "  lite export ckpt --out art --format tensorrt --opt-shape 16,50 --max-shape 256,200",
+    "  lite export ckpt --out art --format tensorrt --opt-shape 16,50 --max-shape 256,200\n\n"
+    "  lite export ckpt --out art --format triton --triton-max-batch-size 32",
 )
 def export_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory written by `lite train`.")],
     out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
     fmt: Annotated[
-        str, typer.Option("--format", help="onnx|tensorrt (tensorrt adds model.plan).")
+        str,
+        typer.Option(
+            "--format",
+            help="onnx|tensorrt|triton (tensorrt adds model.plan; triton adds the triton/ "
+            "Triton Inference Server model repository).",
+        ),
     ] = "onnx",
     precision: Annotated[
         str, typer.Option(help="fp32|fp16|bf16 compute precision of the graphs.")
@@ -356,17 +362,54 @@ def export_cmd(
     timing_cache: Annotated[
         Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")
     ] = None,
+    triton_max_batch_size: Annotated[
+        int, typer.Option(help="Triton max_batch_size of both models (--format triton).")
+    ] = 64,
+    triton_instances: Annotated[
+        int, typer.Option(help="Triton instance_group count of each model (--format triton).")
+    ] = 1,
+    triton_tensorrt: Annotated[
+        bool,
+        typer.Option(
+            help="Triton: run the onnxruntime model on GPU instances with the TensorRT execution "
+            "accelerator (FP16) (--format triton)."
+        ),
+    ] = False,
 ) -> None:
     """Export a checkpoint to a validated ONNX artifact (frozen item embeddings, top-K in graph)."""
     from lite_export.exporters.onnx import ExportError, ExportOptions, export_artifact
+    from lite_export.exporters.triton_server import TritonRepositoryError
 
     if fmt not in ("onnx", "tensorrt", "triton"):
         _fail(f"--format must be onnx, tensorrt or triton, got {fmt!r}")
-    if fmt == "triton":
-        _fail(
-            "--format triton (a Triton Inference Server model repository) is not available in this release yet"
-        )
     post_build = None
+    if fmt == "triton":
+        if triton_max_batch_size < 1 or triton_instances < 1:
+            _fail("--triton-max-batch-size and --triton-instances must be >= 1")
+
+        def post_build(tmp: Path, manifest: dict) -> list[str]:
+            # inside the export's temporary directory: the repository is checksummed in the
+            # manifest and published atomically with the rest of the artifact
+            from lite_export.exporters.triton_server import build_model_repository
+
+            files = build_model_repository(
+                tmp,
+                tmp / "triton",
+                manifest,
+                max_batch_size=triton_max_batch_size,
+                instance_count=triton_instances,
+                kind="KIND_GPU" if triton_tensorrt else "KIND_CPU",
+                tensorrt_accelerator=triton_tensorrt,
+            )
+            manifest["triton"] = {
+                "repository": "triton",
+                "models": {"lite": "python", "lite_onnx": "onnxruntime"},
+                "max_batch_size": triton_max_batch_size,
+                "instances": triton_instances,
+                "tensorrt_accelerator": triton_tensorrt,
+            }
+            return [f"triton/{f}" for f in files]
+
     if fmt == "tensorrt":
         from lite_export.exporters.tensorrt import tensorrt_available
 
@@ -415,6 +458,7 @@ def export_cmd(
         ExportError,
         ImportError,
         OSError,
+        TritonRepositoryError,
     ) as exc:
         _fail(str(exc))
     import json as _json
@@ -423,6 +467,12 @@ def export_cmd(
     for graph, res in manifest["parity"].items():
         diff = res.get("max_abs_score_diff", res.get("max_abs_diff"))
         print(f"  parity {graph:<18} max |diff| {diff:.2e} (tolerance {res['tolerance']:.0e})")
+    if manifest.get("triton"):
+        print(
+            f"  Triton model repository: {path / 'triton'} (models lite [python], lite_onnx "
+            "[onnxruntime]); start it with: tritonserver --model-repository "
+            f"{path / 'triton'}"
+        )
     trt = manifest.get("tensorrt_check", {})
     if trt.get("checked"):
         print(

@@ -258,7 +258,11 @@ def build_model_repository(
             graph=graph,
         )
         (model_dir / "config.pbtxt").write_text(cfg)
-        written += [f"{name}/1/artifact/manifest.json", f"{name}/1/model.py", f"{name}/config.pbtxt"]
+        written += [
+            f"{name}/1/artifact/manifest.json",
+            f"{name}/1/model.py",
+            f"{name}/config.pbtxt",
+        ]
     return sorted(written)
 
 

@@ -1,0 +1,503 @@
+"""`lite export --format triton`: model repository configs and a real Triton server.
+
+The config tests parse every ``config.pbtxt`` with Triton's own model-config protobuf (from
+``tritonclient``). The model.py tests run the python-backend model in this process with a small
+stand-in for ``triton_python_backend_utils``. The ``slow`` server test starts the real
+``tritonserver`` 2.51 that ``nvidia-pytriton==0.7.0`` bundles (python backend only, CPU), from the
+separate virtual environment named by ``LITE_TRITON_VENV`` (it needs numpy<2; `.ci/run` makes it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from lite_export.exporters.triton_server import (  # noqa: E402
+    TritonRepositoryError,
+    write_model_repository,
+)
+
+HISTORIES = [["S0001", "S0002", "S0003"], ["S0010"], [f"S{i:04d}" for i in range(1, 80)], []]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    """A small artifact (synthetic catalog, one epoch, K=20) from `lite export --format triton`."""
+    from typer.testing import CliRunner
+
+    from lite_export.cli import app
+
+    root = tmp_path_factory.mktemp("triton")
+    ckpt, art = root / "ckpt", root / "art"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--out",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
+    if res.exit_code != 0:
+        raise RuntimeError(f"lite train failed: {res.output}")
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            str(ckpt),
+            "--out",
+            str(art),
+            "--k",
+            "20",
+            "--format",
+            "triton",
+            "--triton-max-batch-size",
+            "16",
+            "--triton-instances",
+            "2",
+            "--triton-tensorrt",
+        ],
+    )
+    if res.exit_code != 0:
+        raise RuntimeError(f"lite export failed: {res.output}")
+    return art
+
+
+def _history_ids(artifact: Path) -> list[list[str]]:
+    ids = [json.loads(line)["id"] for line in (artifact / "items.jsonl").read_text().splitlines()]
+    return [ids[:3], [ids[9]], ids[:79], []]
+
+
+def _parse(path: Path):
+    from google.protobuf import text_format
+
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+# ---------------------------------------------------------------------------- configs
+def test_configs_parse_and_match_the_graph(artifact: Path, tmp_path: Path) -> None:
+    import onnx
+
+    repo = write_model_repository(
+        artifact,
+        tmp_path / "repo",
+        max_batch_size=32,
+        preferred_batch_sizes=(4, 8, 64),
+        max_queue_delay_us=250,
+        instance_count=2,
+    )
+    cfg = _parse(repo / "lite_onnx" / "config.pbtxt")
+    graph = onnx.load(str(repo / "lite_onnx" / "1" / "model.onnx"), load_external_data=False).graph
+
+    def graph_dims(values) -> dict[str, list[int]]:
+        return {
+            v.name: [
+                d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+            ]
+            for v in values
+        }
+
+    gin, gout = graph_dims(graph.input), graph_dims(graph.output)
+    assert cfg.backend == "onnxruntime"
+    assert cfg.max_batch_size == 32
+    assert {i.name: list(i.dims) for i in cfg.input} == {n: d[1:] for n, d in gin.items()}
+    assert {o.name: list(o.dims) for o in cfg.output} == {n: d[1:] for n, d in gout.items()}
+    assert all(d[0] == -1 for d in [*gin.values(), *gout.values()])  # batch dim is dynamic
+    k = json.loads((artifact / "manifest.json").read_text())["dims"]["k"]
+    assert list(cfg.output[0].dims) == [k]
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]  # 64 > max_batch_size
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 250
+    kinds = pytest.importorskip("tritonclient.grpc.model_config_pb2").ModelInstanceGroup
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, kinds.KIND_CPU)]
+    assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
+
+    py = _parse(repo / "lite" / "config.pbtxt")
+    assert py.backend == "python"
+    assert py.max_batch_size == 32
+    assert {i.name: (list(i.dims), i.optional) for i in py.input} == {
+        "HISTORY": ([-1], False),
+        "K": ([1], True),
+        "EXCLUDE_SEEN": ([1], True),
+    }
+    assert {o.name: list(o.dims) for o in py.output} == {"ITEM_IDS": [-1], "SCORES": [-1]}
+    assert py.input[0].allow_ragged_batch
+    for f in ("model.py", "artifact/model.onnx", "artifact/items.jsonl", "artifact/manifest.json"):
+        assert (repo / "lite" / "1" / f).is_file(), f
+
+
+def test_tensorrt_accelerator_block_and_gpu_kind(artifact: Path, tmp_path: Path) -> None:
+    repo = write_model_repository(
+        artifact, tmp_path / "repo", tensorrt_accelerator=True, kind="KIND_GPU", name="rec"
+    )
+    cfg = _parse(repo / "rec_onnx" / "config.pbtxt")
+    (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt"
+    assert dict(accel.parameters) == {"precision_mode": "FP16"}
+    kinds = pytest.importorskip("tritonclient.grpc.model_config_pb2").ModelInstanceGroup
+    assert cfg.instance_group[0].kind == kinds.KIND_GPU
+    assert _parse(repo / "rec" / "config.pbtxt").instance_group[0].kind == kinds.KIND_CPU
+
+
+def test_repository_is_atomic_and_refuses_to_overwrite(artifact: Path, tmp_path: Path) -> None:
+    target = tmp_path / "repo"
+    write_model_repository(artifact, target)
+    marker = target / "lite" / "1" / "model.py"
+    with pytest.raises(FileExistsError, match="force"):
+        write_model_repository(artifact, target)
+    with pytest.raises(TritonRepositoryError, match="manifest.json"):
+        write_model_repository(tmp_path / "nothing", target, force=True)
+    assert marker.is_file()  # a failed rewrite leaves the old repository
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no temporary directories left
+    write_model_repository(artifact, target, force=True, max_batch_size=8)
+    assert _parse(target / "lite_onnx" / "config.pbtxt").max_batch_size == 8
+    with pytest.raises(ValueError, match="kind"):
+        write_model_repository(artifact, tmp_path / "r2", kind="KIND_TPU")
+
+
+def test_model_py_is_self_contained(artifact: Path, tmp_path: Path) -> None:
+    import ast
+
+    repo = write_model_repository(artifact, tmp_path / "repo")
+    tree = ast.parse((repo / "lite" / "1" / "model.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported <= {"json", "os", "numpy", "onnxruntime", "triton_python_backend_utils"}
+
+
+def test_cli_format_triton_puts_the_repository_in_the_artifact(artifact: Path) -> None:
+    from lite_export.artifact import verify_artifact
+
+    manifest = verify_artifact(artifact)  # the repository's files are checksummed too
+    files = {f for f in manifest["files"] if f.startswith("triton/")}
+    assert {
+        "triton/lite_onnx/config.pbtxt",
+        "triton/lite_onnx/1/model.onnx",
+        "triton/lite/config.pbtxt",
+        "triton/lite/1/model.py",
+        "triton/lite/1/artifact/items.jsonl",
+        "triton/lite/1/artifact/manifest.json",
+        "triton/lite/1/artifact/model.onnx",
+    } <= files
+    assert manifest["triton"]["max_batch_size"] == 16
+    cfg = _parse(artifact / "triton" / "lite_onnx" / "config.pbtxt")
+    kinds = pytest.importorskip("tritonclient.grpc.model_config_pb2").ModelInstanceGroup
+    assert cfg.max_batch_size == 16
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, kinds.KIND_GPU)]
+    (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt"
+    assert (
+        json.loads((artifact / "triton/lite/1/artifact/manifest.json").read_text())["dims"]
+        == (manifest["dims"])
+    )
+
+
+def test_external_data_is_copied(artifact: Path, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    art = tmp_path / "art"
+    art.mkdir()
+    for f in ("manifest.json", "items.jsonl"):
+        shutil.copy(artifact / f, art / f)
+    model = onnx.load(str(artifact / "model.onnx"))
+    onnx.save(
+        model,
+        str(art / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=1024,
+    )
+    repo = write_model_repository(art, tmp_path / "repo")
+    for d in ("lite_onnx/1", "lite/1/artifact"):
+        assert (repo / d / "model.onnx.data").is_file(), d
+        ort.InferenceSession(str(repo / d / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------- model.py with stand-in Triton utils
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray):
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class _Response:
+    def __init__(self, output_tensors=(), error=None):
+        self.outputs = {t.name(): t.as_numpy() for t in output_tensors}
+        self.error = error
+
+
+class _Error:
+    def __init__(self, msg: str):
+        self.msg = msg
+
+    def message(self) -> str:
+        return self.msg
+
+
+def _stub_utils() -> types.ModuleType:
+    mod = types.ModuleType("triton_python_backend_utils")
+    mod.Tensor = _Tensor
+    mod.InferenceResponse = _Response
+    mod.TritonError = _Error
+    mod.TritonModelException = RuntimeError
+    mod.get_input_tensor_by_name = lambda req, name: req.get(name)
+    return mod
+
+
+def _request(history: list[str], k: int | None = None, exclude_seen: bool | None = None) -> dict:
+    req = {"HISTORY": _Tensor("HISTORY", np.array([[h.encode() for h in history]], np.object_))}
+    if not history:
+        req["HISTORY"] = _Tensor("HISTORY", np.zeros((1, 0), np.object_))
+    if k is not None:
+        req["K"] = _Tensor("K", np.array([[k]], np.int32))
+    if exclude_seen is not None:
+        req["EXCLUDE_SEEN"] = _Tensor("EXCLUDE_SEEN", np.array([[exclude_seen]], np.bool_))
+    return req
+
+
+def test_model_py_matches_the_python_engine(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lite_export
+
+    repo = write_model_repository(artifact, tmp_path / "repo", python_model=True)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_utils())
+    spec = importlib.util.spec_from_file_location("lite_triton_model", repo / "lite/1/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    params = {"graph": {"string_value": "model.onnx"}}
+    model.initialize(
+        {
+            "model_config": json.dumps({"parameters": params}),
+            "model_repository": str(repo / "lite"),
+            "model_version": "1",
+        }
+    )
+    hists = _history_ids(artifact)
+    engine = lite_export.load(artifact, engine="onnxruntime")
+    for exclude_seen in (True, False):
+        ref = engine.recommend(hists, k=7, exclude_seen=exclude_seen)
+        out = model.execute([_request(h, 7, exclude_seen) for h in hists])
+        for r, resp in enumerate(out):
+            assert resp.error is None
+            assert [b.decode() for b in resp.outputs["ITEM_IDS"][0]] == ref.ids[r]
+            np.testing.assert_allclose(resp.outputs["SCORES"][0], ref.scores[r], atol=1e-5)
+    # unknown ids: an error response for that request only, naming them; the others still answer
+    out = model.execute([_request(["nope", hists[0][0], "gone"]), _request(hists[1], 3)])
+    assert out[0].error is not None and "'nope', 'gone'" in out[0].error.message()
+    assert out[1].error is None and out[1].outputs["ITEM_IDS"].shape == (1, 3)
+    bad_k = model.execute([_request(hists[0], 21)])[0]
+    assert bad_k.error is not None and "between 1 and 20" in bad_k.error.message()
+    assert model.execute([_request(hists[0])])[0].outputs["SCORES"].shape == (1, 10)
+    model.finalize()
+
+
+# --------------------------------------------------------------------- the real server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _triton_venv() -> Path:
+    """The venv with nvidia-pytriton==0.7.0 (numpy<2, onnxruntime), or skip saying how to make it."""
+    how = (
+        'python3 -m venv V && V/bin/pip install nvidia-pytriton==0.7.0 "numpy<2" '
+        "onnxruntime==1.32.0 && export LITE_TRITON_VENV=V"
+    )
+    raw = os.environ.get("LITE_TRITON_VENV")
+    if not raw:
+        pytest.skip(f"LITE_TRITON_VENV is not set (a real Triton server needs it): {how}")
+    venv = Path(raw)
+    if not (venv / "bin" / "python").exists():
+        pytest.skip(f"LITE_TRITON_VENV={venv} has no bin/python: {how}")
+    return venv
+
+
+def _venv_info(venv: Path) -> dict:
+    code = (
+        "import json, sys, sysconfig, site, pytriton, os;"
+        "print(json.dumps({'version': f'{sys.version_info[0]}.{sys.version_info[1]}',"
+        "'libdir': sysconfig.get_config_var('LIBDIR'), 'site': site.getsitepackages(),"
+        "'pytriton': os.path.dirname(pytriton.__file__)}))"
+    )
+    res = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60
+    )
+    if res.returncode != 0:
+        pytest.skip(f"LITE_TRITON_VENV={venv} has no usable nvidia-pytriton: {res.stderr[-500:]}")
+    return json.loads(res.stdout)
+
+
+@pytest.fixture
+def triton_server(artifact: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Start pytriton's bundled tritonserver on 127.0.0.1 with the python-backend model."""
+    venv = _triton_venv()
+    info = _venv_info(venv)
+    dist = Path(info["pytriton"]) / "tritonserver"
+    binary = dist / "bin" / "tritonserver"
+    stub = dist / "python_backend_stubs" / info["version"] / "triton_python_backend_stub"
+    if not binary.is_file() or not stub.is_file():
+        pytest.skip(f"{dist} lacks tritonserver or a python {info['version']} backend stub")
+    # pytriton's own layout: the backends dir with the stub for this Python put in python/
+    backends = tmp_path / "backends"
+    shutil.copytree(dist / "backends", backends)
+    (backends / "python" / "triton_python_backend_stub").symlink_to(stub)
+    repo = write_model_repository(artifact, tmp_path / "repo", onnx_model=False, max_batch_size=8)
+    libs = Path(info["pytriton"]).parent / "nvidia_pytriton.libs"
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (info["libdir"], str(libs), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(info["site"])  # the stub's interpreter finds numpy<2 here
+    ports = [_free_port() for _ in range(3)]
+    log = (tmp_path / "tritonserver.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            f"--model-repository={repo}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={dist / 'caches'}",
+            f"--http-port={ports[0]}",
+            f"--grpc-port={ports[1]}",
+            f"--metrics-port={ports[2]}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--allow-http=true",
+            "--allow-grpc=true",
+            "--allow-metrics=false",
+            "--log-verbose=0",
+            "--exit-timeout-secs=10",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"127.0.0.1:{ports[0]}"
+    try:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(url)
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"tritonserver exited ({proc.returncode}):\n"
+                    + (tmp_path / "tritonserver.log").read_text()[-4000:]
+                )
+            try:
+                if client.is_server_ready() and client.is_model_ready("lite"):
+                    break
+            except Exception:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "tritonserver not ready within 120 s:\n"
+                    + (tmp_path / "tritonserver.log").read_text()[-4000:]
+                )
+            time.sleep(0.25)
+        client.close()  # open keep-alive connections would hold up the server's shutdown
+        yield url, tmp_path / "tritonserver.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+def _infer(client, history: list[str], k: int | None, asynchronous: bool = False):
+    import tritonclient.http as httpclient
+
+    hist = np.array([[h.encode() for h in history]], dtype=np.object_).reshape(1, len(history))
+    inputs = [httpclient.InferInput("HISTORY", list(hist.shape), "BYTES")]
+    inputs[0].set_data_from_numpy(hist)
+    if k is not None:  # K is optional (default 10)
+        inputs.append(httpclient.InferInput("K", [1, 1], "INT32"))
+        inputs[1].set_data_from_numpy(np.array([[k]], dtype=np.int32))
+    outputs = [
+        httpclient.InferRequestedOutput("ITEM_IDS"),
+        httpclient.InferRequestedOutput("SCORES"),
+    ]
+    if asynchronous:
+        return client.async_infer("lite", inputs, outputs=outputs)
+    return client.infer("lite", inputs, outputs=outputs)
+
+
+@pytest.mark.slow
+def test_real_triton_server_matches_the_python_engine(artifact: Path, triton_server) -> None:
+    import tritonclient.http as httpclient
+
+    import lite_export
+
+    url, _log = triton_server
+    client = httpclient.InferenceServerClient(url, concurrency=8)
+    hists = _history_ids(artifact)
+    ref = lite_export.load(artifact, engine="onnxruntime").recommend(hists, k=10)
+    try:
+        _check_server(client, hists, ref)
+    finally:
+        client.close()
+
+
+def _check_server(client, hists: list[list[str]], ref) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    for r, h in enumerate(hists):
+        res = _infer(client, h, 10)
+        ids = [b.decode() for b in res.as_numpy("ITEM_IDS").reshape(-1)]
+        assert ids == ref.ids[r], f"history {r}"
+        np.testing.assert_allclose(res.as_numpy("SCORES").reshape(-1), ref.scores[r], atol=1e-5)
+    with pytest.raises(InferenceServerException, match="unknown item ids: 'no-such-item'"):
+        _infer(client, [hists[0][0], "no-such-item"], 5)
+    assert client.is_server_ready() and client.is_model_ready("lite")
+    res = _infer(client, hists[1], 3)  # still answers after the error
+    assert res.as_numpy("ITEM_IDS").shape == (1, 3)
+    res = _infer(client, hists[0], None)  # K left out: 10
+    assert [b.decode() for b in res.as_numpy("ITEM_IDS").reshape(-1)] == ref.ids[0]
+    with pytest.raises(InferenceServerException, match="between 1 and 20"):
+        _infer(client, hists[0], 50)
+    # concurrent requests of different lengths: the dynamic batcher groups them (ragged input)
+    pending = [
+        (r, _infer(client, h, 10, asynchronous=True)) for r in range(4) for h in [hists[r]] * 4
+    ]
+    for r, req in pending:
+        res = req.get_result(timeout=60)
+        assert [b.decode() for b in res.as_numpy("ITEM_IDS").reshape(-1)] == ref.ids[r]
+        np.testing.assert_allclose(res.as_numpy("SCORES").reshape(-1), ref.scores[r], atol=1e-5)
