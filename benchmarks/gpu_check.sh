@@ -44,7 +44,7 @@ PY
 } 2>&1 | tee "$OUT/gpu_env.txt"
 
 echo "== GPU tests" | tee "$OUT/gpu_tests.log"
-timeout 170 python3 -m pytest tests/kernels -m gpu -q -rA -p no:cacheprovider 2>&1 | tee -a "$OUT/gpu_tests.log"
+timeout 170 python3 -m pytest tests/kernels tests/engines -m gpu -q -rA -p no:cacheprovider 2>&1 | tee -a "$OUT/gpu_tests.log"
 test_rc=$?
 
 echo "== benchmark" | tee "$OUT/bench.log"

@@ -42,3 +42,64 @@ def test_engine_errors_say_what_to_install(artifact):
         lite_export.load(artifact, engine="tensorrt")
     with pytest.raises(ValueError, match="unknown engine"):
         lite_export.load(artifact, engine="openvino")
+
+
+def _has_tensorrt() -> bool:
+    from lite_export.exporters.tensorrt import tensorrt_available
+
+    return tensorrt_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and an NVIDIA GPU")
+def test_tensorrt_engine_matches_pytorch(trained, synthetic, tmp_path):
+    from lite_export.exporters.onnx import ExportOptions, export_artifact
+    from lite_export.exporters.tensorrt import build_engine
+
+    model, *_, ckpt = trained
+    hists = _histories(model, synthetic)
+
+    def plan(tmp, manifest):
+        hist = manifest["dims"]["max_history"]
+        shapes = [{"item_ids": s, "exclude_ids": s} for s in ((1, 1), (16, hist), (64, hist))]
+        build_engine(
+            tmp / "model.onnx",
+            tmp / "model.plan",
+            min_shapes=shapes[0],
+            opt_shapes=shapes[1],
+            max_shapes=shapes[2],
+            precision="fp32",
+        )
+        return ["model.plan"]
+
+    art = export_artifact(ckpt, tmp_path / "trt", ExportOptions(k=20), log=None, post_build=plan)
+    top = lite_export.load(art, engine="tensorrt").recommend(hists, k=20)
+    ref = model.recommend(hists, k=20)
+    assert top.ids == ref.ids
+    np.testing.assert_allclose(top.scores, ref.scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_onnxruntime_cuda_provider_matches_pytorch(trained, synthetic, artifact):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu with the CUDA execution provider")
+    model, *_ = trained
+    hists = _histories(model, synthetic)
+    rec = lite_export.load(artifact, engine="onnxruntime", providers=["CUDAExecutionProvider"])
+    assert rec.recommend(hists, k=20).ids == model.recommend(hists, k=20).ids
+
+
+@pytest.mark.gpu
+def test_torch_engine_on_cuda_uses_the_fused_kernel(trained, synthetic, artifact):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model, *_ = trained
+    hists = _histories(model, synthetic)
+    top = lite_export.load(artifact, engine="torch", device="cuda").recommend(hists, k=20)
+    ref = model.recommend(hists, k=20)
+    assert top.ids == ref.ids
+    np.testing.assert_allclose(top.scores, ref.scores, rtol=1e-4, atol=1e-4)
