@@ -89,7 +89,7 @@ def main() -> None:
         ckpt = Path(args.checkpoint)
         ds = load_dataset("ml-1m", args.data_dir)
         hists = [[ds.item_ids[i] for i in h] for h, _ in leave_one_out(ds).test]
-        weights = "trained checkpoint"
+        weights = f"checkpoint {ckpt.name}"
     else:
         ckpt, hists = build_checkpoint(Path(args.data_dir), tmp / "ckpt")
         weights = "ML-1M-shaped, seeded weights"
