@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 ARTIFACT_FORMAT = "lite-export-artifact"
@@ -19,6 +20,27 @@ MANIFEST = "manifest.json"
 
 class ArtifactError(ValueError):
     """An artifact directory is missing files, damaged, or from a newer lite-export."""
+
+
+def publish_directory(tmp: Path, target: Path) -> Path:
+    """Move a finished directory built beside ``target`` into place.
+
+    Opens the tree to readers (``mkdtemp`` makes 0700 directories, and servers often run as
+    another user), then swaps it in: an existing ``target`` is replaced only once the new tree
+    is complete, so readers never see a half-written directory.
+    """
+    os.chmod(tmp, 0o755)
+    for p in tmp.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -36,7 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lite_export.artifact import ARTIFACT_FORMAT, ARTIFACT_VERSION, MANIFEST, file_entries
+from lite_export.artifact import (
+    ARTIFACT_FORMAT,
+    ARTIFACT_VERSION,
+    MANIFEST,
+    file_entries,
+    publish_directory,
+)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: score tolerance of the parity check, from the export dtype (SPEC §3)
@@ -232,13 +238,6 @@ def _session(path: Path, precision: str = "fp32"):
     so = ort.SessionOptions()
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=validation_providers(precision))
-
-
-def publish_permissions(directory: Path) -> None:
-    """mkdtemp makes 0700 directories: open the finished tree to readers (e.g. a server user)."""
-    os.chmod(directory, 0o755)
-    for p in directory.rglob("*"):
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
 def optimize_with_ort(src: Path, dst: Path, external: bool, precision: str = "fp32") -> dict:
@@ -463,15 +462,7 @@ def export_artifact(
             files += post_build(tmp, manifest)
         manifest["files"] = file_entries(tmp, sorted(set(files)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        publish_permissions(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        publish_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

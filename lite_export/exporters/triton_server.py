@@ -30,6 +30,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from lite_export.artifact import publish_directory
+
 __all__ = ["TritonRepositoryError", "write_model_repository", "build_model_repository"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -286,7 +288,6 @@ def write_model_repository(
     Atomic: built in a temporary directory beside ``repo_dir`` and renamed into place; an
     existing ``repo_dir`` is replaced only with ``force`` (and stays until the new one is done).
     """
-    from lite_export.exporters.onnx import publish_permissions
 
     target = Path(repo_dir)
     if target.exists() and not force:
@@ -310,15 +311,7 @@ def write_model_repository(
             python_model=python_model,
             onnx_model=onnx_model,
         )
-        publish_permissions(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        publish_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lite_export.artifact import publish_directory
 from lite_export.catalog import ItemCatalog
 from lite_export.data.batching import pad_histories
 from lite_export.model.config import TINY_RANDOM_ITEM_LLM, LiteConfig
@@ -329,10 +330,7 @@ class LiteLLM4Rec(nn.Module):
                 **(extra or {}),
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-            os.chmod(tmp, 0o755)  # mkdtemp makes 0700 directories
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            publish_directory(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
