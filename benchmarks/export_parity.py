@@ -25,6 +25,16 @@ if str(REPO) not in sys.path:
 from lite_export.benchmarking import commit, machine  # noqa: E402
 
 
+def recommend_all(rec, hists: list[list[str]], k: int, batch: int = 256):
+    """Top-k ids and scores [U, k] of every history, in batches."""
+    ids, scores = [], []
+    for start in range(0, len(hists), batch):
+        top = rec.recommend(hists[start : start + batch], k=k)
+        ids += top.ids
+        scores.append(top.scores)
+    return ids, np.concatenate(scores)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -53,20 +63,9 @@ def main() -> None:
     manifest = json.loads((art / "manifest.json").read_text())
     model = lite_export.LiteLLM4Rec.from_pretrained(args.checkpoint)
     rows = []
-    ref_ids, ref_scores = [], []
-    for start in range(0, len(hists), 256):
-        top = model.recommend(hists[start : start + 256], k=args.k)
-        ref_ids += top.ids
-        ref_scores.append(top.scores)
-    ref_scores = np.concatenate(ref_scores)
+    ref_ids, ref_scores = recommend_all(model, hists, args.k)
     for engine in ("onnxruntime", "torch"):
-        rec = lite_export.load(art, engine=engine)
-        ids, scores = [], []
-        for start in range(0, len(hists), 256):
-            top = rec.recommend(hists[start : start + 256], k=args.k)
-            ids += top.ids
-            scores.append(top.scores)
-        scores = np.concatenate(scores)
+        ids, scores = recommend_all(lite_export.load(art, engine=engine), hists, args.k)
         rows.append(
             {
                 "dataset": args.data,

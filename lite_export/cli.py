@@ -418,12 +418,11 @@ def export_cmd(
                 "--format tensorrt needs TensorRT and an NVIDIA GPU on this host: "
                 'pip install "lite-export[gpu]" on a GPU machine (the ONNX export works anywhere)'
             )
-        max_hist = None
 
         def post_build(tmp: Path, manifest: dict) -> list[str]:
             from lite_export.exporters.tensorrt import build_engine
 
-            hist = manifest["dims"]["max_history"] if max_hist is None else max_hist
+            hist = manifest["dims"]["max_history"]
             shapes = [
                 _shape(min_shape, (1, 1)),
                 _shape(opt_shape, (16, hist)),

@@ -14,6 +14,7 @@ import numpy as np
 
 from lite_export.artifact import verify_artifact
 from lite_export.catalog import ItemCatalog
+from lite_export.data.batching import pad_histories
 from lite_export.types import TopK
 
 
@@ -81,9 +82,9 @@ class Engine(ABC):
             return TopK([], np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), [])
         hists = self.catalog.batch_indices(histories)
         n = self.num_items
-        item_ids = _pad(hists, self.max_history, n)
+        item_ids = pad_histories(hists, self.max_history, n).numpy()
         if exclude_seen:
-            exclude = _pad(hists, max(1, max(map(len, hists))), n)
+            exclude = pad_histories(hists, max(1, max(map(len, hists))), n).numpy()
         else:
             exclude = np.full((len(hists), 1), n, dtype=np.int64)
         scores, indices = self._recommend_impl(item_ids, exclude, k)
@@ -98,13 +99,3 @@ class Engine(ABC):
         self, item_ids: np.ndarray, exclude_ids: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """item_ids [B, L], exclude_ids [B, H] int64 (pad = num_items) -> scores, indices [B, >=k]."""
-
-
-def _pad(histories: list[list[int]], max_len: int, pad: int) -> np.ndarray:
-    width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
-    out = np.full((len(histories), width), pad, dtype=np.int64)
-    for r, h in enumerate(histories):
-        row = h[-width:]
-        if row:
-            out[r, width - len(row) :] = row
-    return out

@@ -39,14 +39,11 @@ class OnnxRuntimeEngine(Engine):
             )
         graph = self.options.get("graph")
         if graph is None:
-            # the ORT-optimised graph may hold CPU/CUDA contrib ops; TensorRT wants the portable one
-            ort_graph = self.path / "model.ort.onnx"
-            use_ort = ort_graph.exists() and "TensorrtExecutionProvider" not in providers
-            graph = (
-                "model.ort.onnx"
-                if use_ort and providers == ["CPUExecutionProvider"]
-                else "model.onnx"
-            )
+            # model.ort.onnx was optimised for the CPU provider (it may hold CPU contrib ops);
+            # every other provider gets the portable graph
+            cpu_only = providers == ["CPUExecutionProvider"]
+            has_ort = (self.path / "model.ort.onnx").exists()
+            graph = "model.ort.onnx" if cpu_only and has_ort else "model.onnx"
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if self.options.get("threads"):

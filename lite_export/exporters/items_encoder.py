@@ -261,27 +261,23 @@ def _item_llm_source(ckpt: Path, meta: dict[str, Any]) -> str:
 
 
 def _read_item_texts(ckpt: Path) -> tuple[list[str], list[str]]:
+    from lite_export.catalog import ItemCatalog
+
     path = ckpt / "items.jsonl"
     if not path.is_file():
         raise ItemsEncoderError(f"checkpoint {ckpt} is missing items.jsonl; re-save the checkpoint")
-    texts: list[str] = []
-    ids: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                texts.append(row["text"])
-                ids.append(str(row.get("id", len(ids))))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ItemsEncoderError(
-                    f"{path} line {lineno}: no item text ({exc!r}); the item LLM's vectors are "
-                    "checked against each item's 'text'"
-                ) from None
-    if not texts:
+    try:
+        catalog = ItemCatalog.read_jsonl(path)
+    except ValueError as exc:
+        raise ItemsEncoderError(str(exc)) from None
+    if not len(catalog):
         raise ItemsEncoderError(f"{path} holds no items")
-    return texts, ids
+    if not catalog.texts:
+        raise ItemsEncoderError(
+            f"{path} has items without a 'text'; the item LLM's vectors are checked against "
+            "each item's text: re-save the checkpoint"
+        )
+    return catalog.texts, catalog.ids
 
 
 def _read_item_vectors(ckpt: Path, n: int) -> np.ndarray:
