@@ -49,6 +49,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEV = "cuda"
 #: (N, d, B, k) of the exclusion rows and of the config sweep, in priority order.
 EXCLUSION_SHAPES = [(1_000_000, 1024, 16, 100), (1_000_000, 64, 16, 10)]
+#: (N, d) whose B <= 16 rows also time the exact (running top-K) path for comparison.
+EXACT_COMPARE = {(1_000_000, 1024), (1_000_000, 64)}
 SWEEP_SHAPES = [
     (1_000_000, 1024, 16, 100),
     (1_000_000, 1024, 1, 100),
@@ -213,7 +215,14 @@ def row_plan(quick: bool) -> list[tuple[int, int, list[tuple[int, int]]]]:
 
 def run_gpu(args) -> list[dict]:
     from lite_export.kernels import topk_projection as tp_mod  # noqa: F401 - import check first
-    from lite_export.kernels.topk_projection import heuristic_config, plan_launch, topk_projection
+    from lite_export.kernels.topk_projection import (
+        FILTER_MIN_N,
+        STATS,
+        heuristic_config,
+        plan_launch,
+        sample_bound,
+        topk_projection,
+    )
 
     device = DEV
     dtype = DTYPES[args.dtype]
@@ -269,16 +278,22 @@ def run_gpu(args) -> list[dict]:
             }
             nbytes = w_bytes + N * esize
             res: dict[str, dict] = {}
-            for prov in ("torch", "triton"):
+            provs = ["torch", "triton"]
+            if (N, d) in EXACT_COMPARE and B <= 16:
+                provs.append("triton-exact")  # the running-top-K path, same run
+            for prov in provs:
                 row = {**common, "provider": prov}
                 try:
-                    if prov == "triton":
-                        cfg = heuristic_config(B, d, k, dtype, arch)
-                        plan = plan_launch(B, N, d, k, cfg, props.multi_processor_count)
-                        row["config"] = cfg.short()
-                        row["chunks"] = plan.chunks
+                    if prov.startswith("triton"):
+                        method = "exact" if prov == "triton-exact" or N < FILTER_MIN_N else "filter"
+                        cfg = heuristic_config(B, d, k, dtype, arch, method)
+                        plan = plan_launch(
+                            B, N, d, k, cfg, props.multi_processor_count, method=method
+                        )
+                        row.update(config=cfg.short(), chunks=plan.chunks, method=method)
+                        fell_back = STATS["filter_fallback_rows"]
                         t0 = time.perf_counter()
-                        scores, ids = topk_projection(h, W, b, k)
+                        scores, ids = topk_projection(h, W, b, k, method=method)
                         torch.cuda.synchronize()
                         row["first_call_s"] = round(time.perf_counter() - t0, 2)  # incl. compile
                         ok, err, note = check_against_fp32(h, W, b, k, scores, ids)
@@ -286,10 +301,17 @@ def run_gpu(args) -> list[dict]:
                         row["max_abs_err"] = err
                         if note:
                             row["note"] = note
-                        fn = make_rotating(topk_projection, h, bufs, b, k)
+                        fn = make_rotating(topk_projection, h, bufs, b, k, method=method)
+                        med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
+                        row["fallback_rows"] = STATS["filter_fallback_rows"] - fell_back
+                        if method == "filter" and (N, d) in EXACT_COMPARE:
+                            ms, _, _ = bench_gpu(
+                                make_rotating(sample_bound, h, bufs, b, k), rep_ms=20
+                            )
+                            row["sample_ms"] = round(ms, 4)
                     else:
                         fn = make_rotating(torch_topk, h, bufs, b, k)
-                    med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
+                        med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
                     row.update(
                         median_ms=round(med, 4),
                         p99_ms=round(p99, 4),
@@ -308,6 +330,13 @@ def run_gpu(args) -> list[dict]:
                 if t_ms and r.get("median_ms"):
                     r["speedup_vs_torch"] = round(t_ms / r["median_ms"], 2)
             tri = res.get("triton", {})
+            if "triton-exact" in res:
+                ex_row = res["triton-exact"]
+                print(
+                    f"  exact path {ex_row.get('median_ms', float('nan')):8.3f} ms, filter sample "
+                    f"{tri.get('sample_ms', float('nan'))} ms, fallback rows {tri.get('fallback_rows')}",
+                    flush=True,
+                )
             print(
                 f"N={N:>9} d={d:>5} B={B:>4} k={k:>4}  triton {tri.get('median_ms', float('nan')):8.3f} ms "
                 f"({tri.get('roofline_pct', float('nan')):5.1f}% roof, x{tri.get('speedup_vs_torch', float('nan')):.2f}, "
@@ -401,8 +430,10 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
         b = torch.randn(N, device=DEV).to(dtype)
         h = torch.randn(B, d, device=DEV).to(dtype)
         nbytes = N * d * esize + N * esize
-        heur = heuristic_config(B, d, k, dtype, arch)
-        trials = [(c, None) for c in get_autotune_configs(arch) if _fits(c, B, k)]
+        heur = heuristic_config(B, d, k, dtype, arch, "filter")
+        trials = [
+            (c, None) for c in get_autotune_configs(arch, "filter") if _fits(c, B, k, "filter")
+        ]
         trials += [(heur, w) for w in (1, 2, 8, 16)]
         for cfg, waves in trials:
             if time.perf_counter() - t0 > args.sweep_budget_s:
@@ -417,14 +448,16 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
                 "dtype": args.dtype,
                 "config": cfg.short(),
                 "heuristic": cfg == heur,
-                "waves": waves or 4,
+                "waves": waves or cfg.waves,
             }
             try:
-                chunks = plan_launch(B, N, d, k, cfg, sms, waves=waves).chunks if waves else None
-                row["chunks"] = chunks or plan_launch(B, N, d, k, cfg, sms).chunks
-                scores, ids = topk_projection(h, W, b, k, config=cfg, chunks=chunks)
+                plan = functools.partial(plan_launch, B, N, d, k, cfg, sms, method="filter")
+                chunks = plan(waves=waves).chunks if waves else None
+                row["chunks"] = chunks or plan().chunks
+                kw = {"method": "filter", "config": cfg, "chunks": chunks}
+                scores, ids = topk_projection(h, W, b, k, **kw)
                 ok, err, _ = check_against_fp32(h, W, b, k, scores, ids)
-                fn = functools.partial(topk_projection, h, W, b, k, config=cfg, chunks=chunks)
+                fn = functools.partial(topk_projection, h, W, b, k, **kw)
                 med, p99, n = bench_gpu(fn, rep_ms=50)
                 row.update(
                     correct=ok,
@@ -454,7 +487,11 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
 def write_outputs(rows: list[dict], out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
-    main = [r for r in rows if r.get("provider") in ("triton", "torch", "triton+exclude200")]
+    main = [
+        r
+        for r in rows
+        if r.get("provider") in ("triton", "triton-exact", "torch", "triton+exclude200")
+    ]
     lines = [
         f"# Fused projection + top-K vs torch ({rows[0].get('machine', '?') if rows else '?'})",
         "",
@@ -463,14 +500,15 @@ def write_outputs(rows: list[dict], out: Path, stem: str) -> None:
         "(read+write). Bytes = N*d*esize (W) + N*esize (bias). Median / p99 over do_bench samples.",
         "ONNX Runtime and faiss are CPU-only and not run here: see topk_cpu.md.",
         "",
-        "| N | d | B | k | provider | config | median ms | p99 ms | GB/s | % roofline | x torch | correct |",
-        "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|",
+        "| N | d | B | k | provider | method | config | median ms | p99 ms | GB/s | % roofline | x torch | correct | fallback rows | sample ms |",
+        "|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in main:
         lines.append(
-            f"| {r.get('N')} | {r.get('d')} | {r.get('B')} | {r.get('k')} | {r['provider']} | {r.get('config', '')} | "
+            f"| {r.get('N')} | {r.get('d')} | {r.get('B')} | {r.get('k')} | {r['provider']} | {r.get('method', '')} | {r.get('config', '')} | "
             f"{r.get('median_ms', r.get('error', ''))} | {r.get('p99_ms', '')} | {r.get('GB_s', '')} | "
-            f"{r.get('roofline_pct', '')} | {r.get('speedup_vs_torch', '')} | {r.get('correct', '')} |"
+            f"{r.get('roofline_pct', '')} | {r.get('speedup_vs_torch', '')} | {r.get('correct', '')} | "
+            f"{r.get('fallback_rows', '')} | {r.get('sample_ms', '')} |"
         )
     skipped = [r for r in rows if r.get("provider") == "skipped"]
     if skipped:

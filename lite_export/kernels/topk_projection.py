@@ -147,6 +147,8 @@ def _topk_projection_stage1_kernel(
     b_ptr,
     ex_ptr,
     cand_ptr,
+    thr_ptr,
+    cnt_ptr,
     # sizes
     B,
     N,
@@ -154,6 +156,7 @@ def _topk_projection_stage1_kernel(
     H,
     k,
     tiles_per_chunk,
+    CAP,
     # strides
     stride_hb,
     stride_hd,
@@ -166,6 +169,7 @@ def _topk_projection_stage1_kernel(
     # meta-parameters
     HAS_BIAS: tl.constexpr,
     HAS_EXCLUDE: tl.constexpr,
+    FILTER: tl.constexpr,
     K_PAD: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -193,8 +197,13 @@ def _topk_projection_stage1_kernel(
     t_end = tl.minimum(t_start + tiles_per_chunk, n_tiles)
     chunk_lo = t_start.to(tl.int64) * BLOCK_N
 
-    best = tl.full((BLOCK_B, K_PAD), SENTINEL, tl.int64)  # ascending; column 0 = threshold
-    thr = tl.full((BLOCK_B,), SENTINEL, tl.int64)
+    if FILTER:
+        # Admission bound per row (fp32); padded rows get +inf and never admit anything.
+        thr_f = tl.load(thr_ptr + rows, mask=row_ok, other=float("inf"))
+        cnt_ptrs = tl.broadcast_to(cnt_ptr + rows[:, None], (BLOCK_B, BLOCK_N))
+    else:
+        best = tl.full((BLOCK_B, K_PAD), SENTINEL, tl.int64)  # ascending; column 0 = threshold
+        thr = tl.full((BLOCK_B,), SENTINEL, tl.int64)
 
     if HAS_EXCLUDE:
         # cursor[r] = number of row r's excluded ids below this chunk (rows are sorted).
@@ -274,22 +283,37 @@ def _topk_projection_stage1_kernel(
             acc = tl.where(excl != 0, float("-inf"), acc)
 
         packed = _pack(acc, offs_n[None, :])
-        packed = tl.where(n_ok[None, :], packed, SENTINEL)
-
-        if SKIP:
+        if FILTER:
+            # Append every score >= the row's bound (and NaN, which torch.topk ranks first) to
+            # the row's candidate buffer; -inf (excluded) never enters. The counter keeps
+            # counting past CAP, so the wrapper sees an overflow.
+            keep = ((acc >= thr_f[:, None]) & (acc > float("-inf"))) | (acc != acc)
+            keep = keep & n_ok[None, :] & row_ok[:, None]
+            pos = tl.atomic_add(cnt_ptrs, 1, mask=keep, sem="relaxed")
+            tl.store(
+                cand_ptr + rows64[:, None] * stride_cb + pos,
+                packed,
+                mask=keep & (pos < CAP),
+            )
+        elif SKIP:
+            packed = tl.where(n_ok[None, :], packed, SENTINEL)
             # Only fold the tile in when some element beats its row's current K_PAD-th best.
             tile_max = tl.max(packed, axis=1)
             if tl.max((tile_max > thr).to(tl.int32), axis=0) > 0:
                 best, thr = _merge_tile(best, packed, K_PAD, BLOCK_B, BLOCK_N)
         else:
+            packed = tl.where(n_ok[None, :], packed, SENTINEL)
             best, thr = _merge_tile(best, packed, K_PAD, BLOCK_B, BLOCK_N)
         n0 += BLOCK_N
 
-    # best is ascending: the row's top k are its last k slots; write them as cand[row, c, 0:k].
-    offs_k = tl.arange(0, K_PAD)
-    slot = offs_k - (K_PAD - k)
-    c_ptrs = cand_ptr + rows64[:, None] * stride_cb + pid_c.to(tl.int64) * stride_cc + slot[None, :]
-    tl.store(c_ptrs, best, mask=row_ok[:, None] & (slot >= 0)[None, :])
+    if not FILTER:
+        # best is ascending: the row's top k are its last k slots; write cand[row, c, 0:k].
+        offs_k = tl.arange(0, K_PAD)
+        slot = offs_k - (K_PAD - k)
+        c_ptrs = (
+            cand_ptr + rows64[:, None] * stride_cb + pid_c.to(tl.int64) * stride_cc + slot[None, :]
+        )
+        tl.store(c_ptrs, best, mask=row_ok[:, None] & (slot >= 0)[None, :])
 
 
 # Whether @triton.jit above produced the interpreter's function (it reads TRITON_INTERPRET then).
@@ -303,7 +327,11 @@ _KERNEL_INTERPRETED = type(_topk_projection_stage1_kernel).__name__ == "Interpre
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """One stage-1 launch shape. ``block_d`` is an upper bound: it shrinks to ``next_pow2(d)``."""
+    """One stage-1 launch shape. ``block_d`` is an upper bound: it shrinks to ``next_pow2(d)``.
+
+    ``waves`` is the number of programs per SM the chunk count aims for (see :func:`plan_launch`);
+    ``skip`` applies to the exact path only.
+    """
 
     block_b: int
     block_n: int
@@ -311,9 +339,10 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     skip: bool = True
+    waves: int = _WAVES
     reason: str = ""
 
-    def key(self) -> tuple[int, int, int, int, int, bool]:
+    def key(self) -> tuple[int, int, int, int, int, bool, int]:
         return (
             self.block_b,
             self.block_n,
@@ -321,12 +350,15 @@ class KernelConfig:
             self.num_warps,
             self.num_stages,
             self.skip,
+            self.waves,
         )
 
     def short(self) -> str:
         s = "" if self.skip else "-noskip"
+        v = "" if self.waves == _WAVES else f"-v{self.waves}"
         return (
-            f"b{self.block_b}n{self.block_n}d{self.block_d}w{self.num_warps}s{self.num_stages}{s}"
+            f"b{self.block_b}n{self.block_n}d{self.block_d}w{self.num_warps}s{self.num_stages}"
+            f"{s}{v}"
         )
 
 
@@ -376,7 +408,43 @@ _INTERPRETER = [
     KernelConfig(32, 32, 32, 4, 1, reason="interpreter: 32-row tl.dot path"),
     KernelConfig(64, 32, 32, 4, 1, reason="interpreter: 64-row tl.dot path"),
 ]
+
+# Filter path (see "Two paths" in the module docstring): no running list, so every B bucket uses
+# tl.dot (B < 16 pads rows with zeros -- free while W's bytes set the time) and tiles are sized for
+# streaming W alone. The selection is a compare and, for ~1 in 1000 scores, an atomic append.
+_FILTER_HOPPER = [
+    KernelConfig(16, 128, 128, 4, 3, reason="B<=16, d>=128 default: 32 KB bf16 W tile per stage, 3 in flight per program"),
+    KernelConfig(16, 128, 128, 4, 4, reason="B<=16: 4 stages (128 KB in flight) for HBM latency on big d"),
+    KernelConfig(16, 64, 256, 4, 3, reason="B<=16, d>=1024: 512 B contiguous segments per W row load"),
+    KernelConfig(16, 256, 64, 8, 3, reason="B<=16, d<=256: 32 KB per stage in 8 warps; fewer tiles per item"),
+    KernelConfig(16, 128, 64, 4, 4, reason="B<=16, d<=64: the whole row per load, 4 stages of 16 KB"),
+    KernelConfig(16, 128, 32, 4, 3, reason="fp32 tables: IEEE FMA dot in 32-wide d steps (no TF32)"),
+    KernelConfig(32, 128, 64, 4, 3, reason="16<B<=32: one pass over W per 32 rows"),
+    KernelConfig(32, 128, 32, 4, 3, reason="16<B<=32, fp32 tables"),
+    KernelConfig(64, 128, 64, 4, 3, reason="B>32: 64 rows per pass; row blocks of one chunk run side by side and share W in L2"),
+    KernelConfig(64, 128, 64, 8, 3, reason="B>32: as above in 8 warps (more loads in flight)"),
+    KernelConfig(64, 128, 32, 8, 3, reason="B>32, fp32 tables"),
+]
+
+_FILTER_AMPERE = [
+    KernelConfig(16, 128, 64, 4, 3, reason="B<=16 default: 16 KB W tile per stage x 3 leaves room for a second program per SM"),
+    KernelConfig(16, 64, 128, 4, 3, reason="B<=16, d>=512: 256 B row segments, same 16 KB per stage"),
+    KernelConfig(16, 128, 32, 4, 2, reason="fp32 tables: IEEE FMA dot in 32-wide d steps"),
+    KernelConfig(32, 128, 64, 4, 2, reason="16<B<=32: one pass over W per 32 rows"),
+    KernelConfig(32, 128, 32, 4, 2, reason="16<B<=32, fp32 tables"),
+    KernelConfig(64, 128, 64, 4, 2, reason="B>32: 64 rows per pass, row blocks share W in L2"),
+    KernelConfig(64, 128, 32, 8, 2, reason="B>32, fp32 tables"),
+]
+
+_FILTER_INTERPRETER = [
+    KernelConfig(16, 32, 32, 4, 1, reason="interpreter: filter path, several tiles per chunk"),
+    KernelConfig(32, 32, 32, 4, 1, reason="interpreter: 32-row filter path"),
+    KernelConfig(64, 32, 32, 4, 1, reason="interpreter: 64-row filter path"),
+]
 # fmt: on
+
+#: The two ranking paths of :func:`topk_projection` (``"auto"`` picks one by catalog size).
+METHODS = ("exact", "filter")
 
 
 def _interpreting() -> bool:
@@ -390,31 +458,48 @@ def _arch(device: torch.device | None) -> str:
     return "hopper" if major >= 9 else "ampere"
 
 
-def get_autotune_configs(arch: str | None = None) -> list[KernelConfig]:
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} (or 'auto'), got {method!r}")
+
+
+def get_autotune_configs(arch: str | None = None, method: str = "exact") -> list[KernelConfig]:
     """Candidate stage-1 configs for ``arch`` in {"hopper", "ampere", "interpreter"}.
 
-    ``None`` means the current CUDA device (or the interpreter). Each config carries a one-line
-    ``reason``; :func:`tune_topk_projection` times the ones that fit a shape (same ``block_b``
-    bucket, see :func:`block_b_for`).
+    ``None`` means the current CUDA device (or the interpreter); ``method`` is ``"exact"`` or
+    ``"filter"``. Each config carries a one-line ``reason``; :func:`tune_topk_projection` times
+    the ones that fit a shape (same ``block_b`` bucket, see :func:`block_b_for`).
     """
+    _check_method(method)
     if arch is None:
         arch = _arch(torch.device("cuda") if torch.cuda.is_available() else None)
-    table = {"hopper": _HOPPER, "ampere": _AMPERE, "interpreter": _INTERPRETER}
-    if arch not in table:
-        raise ValueError(f"arch must be one of {sorted(table)}, got {arch!r}")
-    return list(table[arch])
+    tables = {
+        "exact": {"hopper": _HOPPER, "ampere": _AMPERE, "interpreter": _INTERPRETER},
+        "filter": {
+            "hopper": _FILTER_HOPPER,
+            "ampere": _FILTER_AMPERE,
+            "interpreter": _FILTER_INTERPRETER,
+        },
+    }[method]
+    if arch not in tables:
+        raise ValueError(f"arch must be one of {sorted(tables)}, got {arch!r}")
+    return list(tables[arch])
 
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def block_b_for(B: int, k: int) -> int:
+def block_b_for(B: int, k: int, method: str = "exact") -> int:
     """Query rows per program: the smallest bucket >= B, capped so the running list fits.
 
-    B<=2 uses the CUDA-core product (no padded rows); otherwise tl.dot needs >= 16 rows. The
-    running list is [block_b, next_pow2(k)] int64 in registers: k>128 caps rows at 16, k>512 at 2.
+    Exact path: B<=2 uses the CUDA-core product (no padded rows); otherwise tl.dot needs >= 16
+    rows. The running list is [block_b, next_pow2(k)] int64 in registers: k>128 caps rows at 16,
+    k>512 at 2. Filter path: 16, 32 or 64 rows whatever k (no list to hold).
     """
+    _check_method(method)
+    if method == "filter":
+        return 16 if B <= 16 else 32 if B <= 32 else 64
     k_pad = _next_pow2(k)
     if k_pad > 512:
         return 1 if B == 1 else 2
@@ -428,14 +513,26 @@ def block_b_for(B: int, k: int) -> int:
     return bb
 
 
-def heuristic_config(B: int, D: int, k: int, dtype: torch.dtype, arch: str) -> KernelConfig:
+def heuristic_config(
+    B: int, D: int, k: int, dtype: torch.dtype, arch: str, method: str = "exact"
+) -> KernelConfig:
     """The config used when no tuned one is cached, picked from :func:`get_autotune_configs`."""
     k_pad = _next_pow2(k)
-    bb = block_b_for(B, k)
-    table = get_autotune_configs(arch)
+    bb = block_b_for(B, k, method)
+    table = get_autotune_configs(arch, method)
     if arch == "interpreter":
         return next(c for c in table if c.block_b == bb)
     hopper = arch == "hopper"
+    if method == "filter":
+        if dtype == torch.float32:
+            want = (bb, 128, 32) if bb <= 32 else (bb, 128, 32, 8)
+        elif bb > 16:
+            want = (bb, 128, 64)
+        elif not hopper:
+            want = (16, 64, 128) if D >= 512 else (16, 128, 64)
+        else:
+            want = (16, 128, 64) if D <= 64 else (16, 128, 128)
+        return next(c for c in table if c.key()[: len(want)] == want)
     if bb <= 2:
         if k_pad > 512:
             want = (2, 128, 32, 8, 2)
@@ -466,11 +563,13 @@ def heuristic_config(B: int, D: int, k: int, dtype: torch.dtype, arch: str) -> K
         )
     else:
         want = (64, 128, 64, 8, 3 if hopper else 2)
-    return next(c for c in table if c.key() == (*want, True))
+    return next(c for c in table if c.key()[:6] == (*want, True))
 
 
-def _fits(cfg: KernelConfig, B: int, k: int) -> bool:
-    bb = block_b_for(B, k)
+def _fits(cfg: KernelConfig, B: int, k: int, method: str = "exact") -> bool:
+    bb = block_b_for(B, k, method)
+    if method == "filter":
+        return cfg.block_b == bb or (bb == 64 and cfg.block_b > 64)
     if cfg.block_b <= 2 and bb <= 2:  # the CUDA-core configs serve B=1 and B=2 alike
         return _next_pow2(k) <= 512 or cfg.num_warps == 8
     return cfg.block_b == bb and (_next_pow2(k) <= 128 or cfg.num_warps == 8)
@@ -483,6 +582,18 @@ def _fits(cfg: KernelConfig, B: int, k: int) -> bool:
 _SM_COUNT: dict[int, int] = {}
 _TUNED: dict[tuple, KernelConfig] = {}
 _WARNED: set[tuple[KernelConfig, KernelConfig]] = set()
+
+#: Catalogs at least this large take the filter path under ``method="auto"``; below it the
+#: sample would be most of ``W`` and the whole call is launch-bound anyway.
+FILTER_MIN_N = 1 << 15
+#: The filter path scores every ``_SAMPLE_STRIDE``-th item first (1/64 of W's bytes) ...
+_SAMPLE_STRIDE = 64
+#: ... and takes at least the 16th best sampled score as each row's bound: about 16 * 64 = 1024
+#: of N items pass per row, and fewer than k pass with probability ~Poisson(16) <= k/64.
+_SAMPLE_RANK_MIN = 16
+
+#: Counters for benchmarks and tests: calls per path, rows the filter path handed to the exact one.
+STATS = {"exact_calls": 0, "filter_calls": 0, "filter_fallback_rows": 0}
 
 
 def _num_sms(device: torch.device) -> int:
@@ -507,6 +618,7 @@ class LaunchPlan:
     chunks: int
     tiles_per_chunk: int
     single_d: bool
+    method: str = "exact"
 
 
 def plan_launch(
@@ -517,13 +629,15 @@ def plan_launch(
     config: KernelConfig,
     num_sms: int,
     chunks: int | None = None,
-    waves: int = _WAVES,
+    waves: int | None = None,
+    method: str = "exact",
 ) -> LaunchPlan:
     """Block sizes, chunk count and tiles per chunk for one call (pure function, testable).
 
-    Without ``chunks``, aims at ``waves * num_sms`` programs in all, but keeps at least
-    ``_MIN_ITEMS_PER_K * next_pow2(k)`` items per chunk.
+    Without ``chunks``, aims at ``waves`` (default ``config.waves``) programs per SM in all; on
+    the exact path each chunk also keeps at least ``_MIN_ITEMS_PER_K * next_pow2(k)`` items.
     """
+    _check_method(method)
     for name, v in (
         ("block_b", config.block_b),
         ("block_n", config.block_n),
@@ -533,15 +647,17 @@ def plan_launch(
             raise ValueError(f"config.{name} must be a power of two, got {v} in {config}")
     if config.block_n < 16 or config.block_d < 16:
         raise ValueError(f"config.block_n and block_d must be >= 16, got {config}")
-    k_pad = _next_pow2(k)
+    if method == "filter" and config.block_b < 16:
+        raise ValueError(f"the filter path needs config.block_b >= 16 (tl.dot), got {config}")
+    k_pad = 1 if method == "filter" else _next_pow2(k)
     block_b = config.block_b
     block_n = min(config.block_n, max(16, _next_pow2(N)))
     block_d = min(config.block_d, max(16, _next_pow2(D)))
     n_tiles = triton.cdiv(N, block_n)
     b_blocks = triton.cdiv(B, block_b)
     if chunks is None:
-        chunks = max(1, triton.cdiv(waves * num_sms, b_blocks))
-        min_tiles = triton.cdiv(_MIN_ITEMS_PER_K * k_pad, block_n)
+        chunks = max(1, triton.cdiv((waves or config.waves) * num_sms, b_blocks))
+        min_tiles = triton.cdiv(_MIN_ITEMS_PER_K * k_pad, block_n) if method == "exact" else 1
         chunks = min(chunks, max(1, n_tiles // max(1, min_tiles)))
     chunks = max(1, min(int(chunks), n_tiles))
     tiles_per_chunk = triton.cdiv(n_tiles, chunks)
@@ -556,6 +672,7 @@ def plan_launch(
         chunks=chunks,
         tiles_per_chunk=tiles_per_chunk,
         single_d=block_d >= D,
+        method=method,
     )
 
 
@@ -584,10 +701,22 @@ def _check_device(h: torch.Tensor) -> None:
 
 
 def _shape_key(
-    B: int, N: int, D: int, k: int, dtype: torch.dtype, has_b: bool, has_ex: bool, dev: str
+    B: int,
+    N: int,
+    D: int,
+    k: int,
+    dtype: torch.dtype,
+    has_b: bool,
+    has_ex: bool,
+    dev: str,
+    method: str = "exact",
 ) -> tuple:
     bucket_n = _next_pow2(N).bit_length()
-    return (dev, block_b_for(B, k), bucket_n, D, _next_pow2(k), str(dtype), has_b, has_ex)
+    bb = block_b_for(B, k, method)
+    return (dev, method, bb, bucket_n, D, _next_pow2(k), str(dtype), has_b, has_ex)
+
+
+_SENTINEL = -(2**63 - 1)  # = the kernel's SENTINEL: below every packed score
 
 
 def _launch(
@@ -597,15 +726,25 @@ def _launch(
     k: int,
     ex: torch.Tensor | None,
     plan: LaunchPlan,
+    bound: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Stage 1: returns packed candidates [B, chunks * k] int64."""
+    """Run stage 1. Exact path: returns packed candidates ``[B, chunks * k]`` int64. Filter
+    path (``bound = (thr [B] fp32, cnt [B] int32, buf [B, CAP] int64)``): fills ``buf``/``cnt``
+    and returns ``buf``."""
     B, D = h.shape
     N = W.shape[0]
-    cand = torch.empty((B, plan.chunks, k), dtype=torch.int64, device=h.device)
+    if bound is None:
+        out = torch.empty((B, plan.chunks, k), dtype=torch.int64, device=h.device)
+        thr, cnt, cap = out, out, 0  # dummies, never read on the exact path
+        stride_ob, stride_oc = out.stride(0), out.stride(1)
+    else:
+        thr, cnt, out = bound
+        cap = out.shape[1]
+        stride_ob, stride_oc = out.stride(0), 0
     interp = _interpreting()
     input_precision = "ieee" if (W.dtype == torch.float32 or interp) else "tf32"
     b_arg = b if b is not None else W  # dummy pointer, never read when HAS_BIAS is False
-    ex_arg = ex if ex is not None else cand
+    ex_arg = ex if ex is not None else out
     H = ex.shape[1] if ex is not None else 0
     grid = (triton.cdiv(B, plan.block_b), plan.chunks)
     _topk_projection_stage1_kernel[grid](
@@ -613,23 +752,27 @@ def _launch(
         W,
         b_arg,
         ex_arg,
-        cand,
+        out,
+        thr,
+        cnt,
         B,
         N,
         D,
         H,
         k,
         plan.tiles_per_chunk,
+        cap,
         h.stride(0),
         h.stride(1),
         W.stride(0),
         W.stride(1),
         b.stride(0) if b is not None else 0,
         ex.stride(0) if ex is not None else 0,
-        cand.stride(0),
-        cand.stride(1),
+        stride_ob,
+        stride_oc,
         HAS_BIAS=b is not None,
         HAS_EXCLUDE=ex is not None,
+        FILTER=bound is not None,
         K_PAD=plan.k_pad,
         BLOCK_B=plan.block_b,
         BLOCK_N=plan.block_n,
@@ -643,7 +786,103 @@ def _launch(
         num_warps=plan.config.num_warps,
         num_stages=plan.config.num_stages,
     )
-    return cand.view(B, plan.chunks * k)
+    return out.view(B, -1) if bound is None else out
+
+
+def _launch_planned(h, W, b, k, ex, config, forced, chunks, method, bound=None) -> torch.Tensor:
+    """Plan and launch; a config that does not fit this GPU falls back to small tiles."""
+    B, D = h.shape
+    N = W.shape[0]
+    sms = _num_sms(h.device)
+    try:
+        plan = plan_launch(B, N, D, k, config, sms, chunks, method=method)
+        return _launch(h, W, b, k, ex, plan, bound)
+    except OutOfResources:
+        if forced:
+            raise
+        # A GPU with less shared memory / registers than the tables assume: small tiles, no
+        # pipelining. Correct everywhere, just slower; warn once per config.
+        safe = replace(
+            config, block_n=64, block_d=32, num_stages=1, reason="OutOfResources fallback"
+        )
+        if (config, safe) not in _WARNED:
+            _WARNED.add((config, safe))
+            warnings.warn(
+                f"topk_projection: {config.short()} does not fit this GPU "
+                f"({torch.cuda.get_device_name(h.device)}); using {safe.short()}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        plan = plan_launch(B, N, D, k, safe, sms, chunks, method=method)
+        return _launch(h, W, b, k, ex, plan, bound)
+
+
+def _pick_config(h, W, b, k, ex, method: str) -> KernelConfig:
+    B, D = h.shape
+    key = _shape_key(
+        B, W.shape[0], D, k, W.dtype, b is not None, ex is not None, str(h.device), method
+    )
+    return _TUNED.get(key) or heuristic_config(B, D, k, W.dtype, _arch(h.device), method)
+
+
+def _exact_packed(h, W, b, k, ex, config, chunks) -> torch.Tensor:
+    """Exact path: running top-K per program, merged by ``torch.topk``. Packed ``[B, k]``."""
+    STATS["exact_calls"] += 1
+    forced = config is not None
+    config = config or _pick_config(h, W, b, k, ex, "exact")
+    cand = _launch_planned(h, W, b, k, ex, config, forced, chunks, "exact")
+    return torch.topk(cand, k, dim=1).values
+
+
+def sample_bound(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    k: int,
+    stride: int | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Per-row admission bound for the filter path, and the candidate capacity per row.
+
+    Scores every ``stride``-th item (cuBLAS on a strided view of ``W``: no copy) and returns the
+    ``j``-th best sampled score per row, ``j = max(16, 2k * S / N)`` for ``S`` sampled items, so
+    about ``j * N / S`` items per row score at least as high. Any bound is *correct* (the caller
+    checks that at least ``k`` and at most ``cap`` items passed); this one makes the check pass
+    almost always while the candidate buffer stays ~0.1% of ``[B, N]``.
+    """
+    N = W.shape[0]
+    if stride is None:
+        stride = max(1, min(_SAMPLE_STRIDE, N // (4 * _SAMPLE_RANK_MIN)))
+    Ws = W[::stride]
+    S = Ws.shape[0]
+    s = (h @ Ws.T).float()
+    if b is not None:
+        s = s + b[::stride].float()
+    j = min(S, max(_SAMPLE_RANK_MIN, -(-2 * k * S // N)))
+    thr = torch.topk(s, j, dim=1).values[:, -1].contiguous()
+    expected = j * N / S
+    cap = min(max(k, N), _next_pow2(int(3 * expected) + k))
+    return thr, cap
+
+
+def _filter_packed(h, W, b, k, ex, config, chunks, sample_stride):
+    """Filter path: packed ``[B, k]`` and a per-row flag that the result is exact.
+
+    Stage 1 appends every score at or above the row's sampled bound to a ``[B, cap]`` buffer
+    (an atomic counter per row); stage 2 is ``torch.topk`` over the filled part. A row is exact
+    when at least ``k`` of its items passed (then its top ``k`` all did) and none overflowed.
+    """
+    STATS["filter_calls"] += 1
+    B = h.shape[0]
+    forced = config is not None
+    config = config or _pick_config(h, W, b, k, ex, "filter")
+    thr, cap = sample_bound(h, W, b, k, sample_stride)
+    cnt = torch.zeros(B, dtype=torch.int32, device=h.device)
+    buf = torch.empty((B, cap), dtype=torch.int64, device=h.device)
+    _launch_planned(h, W, b, k, ex, config, forced, chunks, "filter", (thr, cnt, buf))
+    filled = torch.arange(cap, device=h.device)[None, :] < cnt[:, None].to(torch.int64)
+    top = torch.topk(torch.where(filled, buf, _SENTINEL), k, dim=1).values
+    ok = (cnt >= k) & (cnt <= cap)
+    return top, ok
 
 
 def topk_projection(
@@ -653,8 +892,10 @@ def topk_projection(
     k: int = 10,
     exclude: ExcludeLike = None,
     *,
+    method: str = "auto",
     config: KernelConfig | None = None,
     chunks: int | None = None,
+    sample_stride: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items per row of ``h @ W.T + b``, fused: the ``[B, N]`` scores never hit memory.
 
@@ -667,8 +908,12 @@ def topk_projection(
         exclude: items to drop per row: ``None``, an int ``[B, H]`` tensor padded with -1 (any
             negative or ``>= N`` entry is padding), or a list of B lists of ids (see
             :mod:`lite_export.kernels.reference`). Excluded items score ``-inf``.
+        method: ``"auto"`` (default: ``"filter"`` for ``N >= FILTER_MIN_N``, else ``"exact"``),
+            ``"filter"`` (sampled bound + atomic append; rows it cannot settle are re-ranked by
+            the exact path) or ``"exact"`` (running top-K per program). Same results either way.
         config: force a stage-1 config (tuning, tests); default: tuned if cached, else heuristic.
         chunks: force the number of item chunks (tests); default: fill the chip.
+        sample_stride: filter path only: score every n-th item for the bound (tests).
 
     Returns:
         ``(scores [B, k] float32, ids [B, k] int64)``, best first; among equal scores the lower
@@ -678,37 +923,21 @@ def topk_projection(
     _check_device(h)
     B, D = h.shape
     N = W.shape[0]
+    if method == "auto":
+        method = "filter" if N >= FILTER_MIN_N else "exact"
+    _check_method(method)
     if B == 0:
         empty = torch.empty((0, k), device=h.device)
         return empty, empty.to(torch.int64)
     ex = normalize_exclude(exclude, B, N, h.device)
-    forced = config is not None
-    if config is None:
-        arch = _arch(h.device)
-        key = _shape_key(B, N, D, k, W.dtype, b is not None, ex is not None, str(h.device))
-        config = _TUNED.get(key) or heuristic_config(B, D, k, W.dtype, arch)
-    plan = plan_launch(B, N, D, k, config, _num_sms(h.device), chunks)
-    try:
-        cand = _launch(h, W, b, k, ex, plan)
-    except OutOfResources:
-        if forced:
-            raise
-        # A GPU with less shared memory / registers than the tables assume: small tiles, no
-        # pipelining. Correct everywhere, just slower; warn once per shape.
-        safe = replace(
-            config, block_n=64, block_d=32, num_stages=1, reason="OutOfResources fallback"
-        )
-        if (config, safe) not in _WARNED:
-            _WARNED.add((config, safe))
-            warnings.warn(
-                f"topk_projection: {config.short()} does not fit this GPU "
-                f"({torch.cuda.get_device_name(h.device)}); using {safe.short()}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        plan = plan_launch(B, N, D, k, safe, _num_sms(h.device), chunks)
-        cand = _launch(h, W, b, k, ex, plan)
-    top = torch.topk(cand, k, dim=1).values  # [B, k] packed, descending
+    if method == "exact":
+        return _unpack(_exact_packed(h, W, b, k, ex, config, chunks))
+    top, ok = _filter_packed(h, W, b, k, ex, config, chunks, sample_stride)
+    if not bool(ok.all()):  # one host sync; rare on real data (see sample_bound)
+        bad = (~ok).nonzero().squeeze(1)
+        STATS["filter_fallback_rows"] += int(bad.numel())
+        sub_ex = ex[bad] if ex is not None else None
+        top[bad] = _exact_packed(h[bad], W, b, k, sub_ex, None, None)
     return _unpack(top)
 
 
@@ -719,13 +948,15 @@ def tune_topk_projection(
     k: int = 10,
     exclude: ExcludeLike = None,
     *,
+    method: str = "auto",
     configs: list[KernelConfig] | None = None,
     rep_ms: int = 50,
 ) -> tuple[KernelConfig, dict[str, float]]:
     """Time every fitting config on these inputs, cache the fastest for this shape bucket.
 
     Returns ``(best config, {config.short(): median ms or inf if it failed})``. CUDA only. Later
-    :func:`topk_projection` calls with a shape in the same bucket use the cached config.
+    :func:`topk_projection` calls with a shape in the same bucket (and method) use the cached
+    config.
     """
     check_ranking_inputs(h, W, b, k, exclude, max_k=MAX_K)
     if h.device.type != "cuda" or _interpreting():
@@ -734,18 +965,21 @@ def tune_topk_projection(
         )
     B, D = h.shape
     N = W.shape[0]
+    if method == "auto":
+        method = "filter" if N >= FILTER_MIN_N else "exact"
+    _check_method(method)
     arch = _arch(h.device)
     pool = (
         configs
         if configs is not None
-        else [c for c in get_autotune_configs(arch) if _fits(c, B, k)]
+        else [c for c in get_autotune_configs(arch, method) if _fits(c, B, k, method)]
     )
     times: dict[str, float] = {}
     best_cfg, best_ms = None, float("inf")
     for cfg in pool:
         try:
             ms = triton.testing.do_bench(
-                lambda cfg=cfg: topk_projection(h, W, b, k, exclude, config=cfg),
+                lambda cfg=cfg: topk_projection(h, W, b, k, exclude, method=method, config=cfg),
                 rep=rep_ms,
                 return_mode="median",
             )
@@ -757,6 +991,6 @@ def tune_topk_projection(
     if best_cfg is None:
         raise RuntimeError(f"no config ran for B={B}, N={N}, d={D}, k={k}: {times}")
     ex_present = exclude is not None
-    key = _shape_key(B, N, D, k, W.dtype, b is not None, ex_present, str(h.device))
+    key = _shape_key(B, N, D, k, W.dtype, b is not None, ex_present, str(h.device), method)
     _TUNED[key] = best_cfg
     return best_cfg, times

@@ -149,10 +149,10 @@ def test_out_of_resources_falls_back_to_small_tiles(monkeypatch):
 
     real = tp._launch
 
-    def launch(h, W, b, k, ex, plan):
+    def launch(h, W, b, k, ex, plan, bound=None):
         if plan.config.reason != "OutOfResources fallback":
             raise OutOfResources(300_000, 232_448, "shared memory")
-        return real(h, W, b, k, ex, plan)
+        return real(h, W, b, k, ex, plan, bound)
 
     monkeypatch.setattr(tp, "_launch", launch)
     monkeypatch.setattr(tp.torch.cuda, "get_device_name", lambda *a: "small GPU")
@@ -168,6 +168,103 @@ def test_empty_batch():
     h, W, b = _inputs(0, 50, 8, torch.float32)
     scores, ids = tp.topk_projection(h, W, b, 5)
     assert scores.shape == (0, 5) and ids.shape == (0, 5) and ids.dtype == torch.int64
+
+
+# ---- filter path (sampled bound + atomic append; exact path for rows it cannot settle) ----------
+
+
+def _filter(h, W, b, k, exclude=None, stride=4, expect_fallback_rows=0):
+    before = dict(tp.STATS)
+    scores, ids = _check(h, W, b, k, exclude, method="filter", sample_stride=stride)
+    assert tp.STATS["filter_calls"] == before["filter_calls"] + 1
+    fell_back = tp.STATS["filter_fallback_rows"] - before["filter_fallback_rows"]
+    assert fell_back == expect_fallback_rows, f"{fell_back} rows fell back to the exact path"
+    return scores, ids
+
+
+FILTER_SHAPES = [
+    # (B, N, d, k): B=1 (15 padded rows), B not a multiple of 16, several row blocks, k=1,
+    # k not a power of two, k > the sampled rank (16), N not a multiple of the tile.
+    (1, 1000, 16, 1),
+    (5, 777, 40, 10),
+    (17, 1500, 24, 37),
+    (40, 900, 8, 5),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("B", "N", "d", "k"), FILTER_SHAPES)
+def test_filter_path_matches_reference(B, N, d, k, dtype):
+    h, W, b = _inputs(B, N, d, dtype, seed=N + k)
+    _filter(h, W, b, k)
+
+
+def test_filter_path_without_bias_and_with_exclusion():
+    B, N, d, k = 6, 1200, 16, 20
+    h, W, _ = _inputs(B, N, d, torch.float32, bias=False)
+    full = full_scores(h, W, None, None)
+    top = torch.topk(full, 25, dim=1).indices  # the current winners are all excluded
+    ex = torch.cat([top, torch.full((B, 3), -1)], dim=1).to(DEVICE)
+    _filter(h, W, None, k, ex)
+
+
+def test_filter_path_hands_unsettled_rows_to_the_exact_path():
+    """Bound too high (sampled items win): fewer than k pass -> exact path, same answer."""
+    B, N, d, k, stride = 4, 1000, 16, 30, 8
+    h, W, b = _inputs(B, N, d, torch.float32)
+    b[::stride] += 100.0  # only the 16 best sampled items clear the bound, k = 30
+    _filter(h, W, b, k, stride=stride, expect_fallback_rows=B)
+
+
+def test_filter_path_overflow_falls_back_and_keeps_tie_order():
+    """Every score ties: all N items pass, the buffer overflows -> exact path, lowest ids first."""
+    B, N, d, k = 3, 5000, 16, 8
+    h, W, _ = _inputs(B, N, d, torch.float32, bias=False)
+    W[:] = W[0]
+    _, ids = _filter(h, W, None, k, stride=16, expect_fallback_rows=B)
+    assert ids.tolist() == [list(range(k))] * B
+
+
+def test_filter_path_fewer_than_k_left_gives_minus_inf_tail():
+    B, N, d, k = 2, 600, 16, 10
+    h, W, b = _inputs(B, N, d, torch.float32)
+    exclude = torch.arange(4, N).repeat(B, 1).to(DEVICE)  # only 0..3 remain
+    scores, ids = _filter(h, W, b, k, exclude, expect_fallback_rows=B)
+    assert bool(torch.isneginf(scores[:, 4:]).all())
+    assert [sorted(r[:4]) for r in ids.tolist()] == [[0, 1, 2, 3]] * B
+
+
+def test_both_paths_agree_exactly_including_nan():
+    """NaN scores rank first on both paths (as in torch.topk); ties break the same way."""
+    B, N, d, k = 3, 2000, 16, 12
+    h, W, b = _inputs(B, N, d, torch.float32)
+    W[1234] = float("nan")
+    W[100:110] = W[99]  # ties
+    se, ie = tp.topk_projection(h, W, b, k, method="exact")
+    sf, i_f = tp.topk_projection(h, W, b, k, method="filter", sample_stride=4)
+    assert torch.equal(ie, i_f)
+    assert ie[:, 0].tolist() == [1234] * B
+    assert torch.equal(se.isnan(), sf.isnan()) and torch.equal(se[~se.isnan()], sf[~sf.isnan()])
+
+
+def test_auto_method_picks_filter_for_large_catalogs():
+    assert tp.FILTER_MIN_N <= 1 << 16
+    h, W, b = _inputs(1, 50, 8, torch.float32)
+    before = tp.STATS["exact_calls"]
+    tp.topk_projection(h, W, b, 3)
+    assert tp.STATS["exact_calls"] == before + 1  # N < FILTER_MIN_N: exact
+    with pytest.raises(ValueError, match=r"method must be one of \('exact', 'filter'\)"):
+        tp.topk_projection(h, W, b, 3, method="fast")
+
+
+def test_sample_bound_capacity_and_rank():
+    h, W, b = _inputs(2, 100_000, 8, torch.float32)
+    thr, cap = tp.sample_bound(h, W, b, 10)
+    s = (h @ W[::64].T + b[::64]).float()
+    assert torch.equal(thr, torch.topk(s, 16, dim=1).values[:, -1])  # 16th best sampled score
+    assert cap == 4096  # next_pow2(3 * 16 * 64 + 10): ~1024 expected per row, 3x headroom
+    passed = ((h @ W.T + b) >= thr[:, None]).sum(1)
+    assert bool(((passed >= 10) & (passed <= cap)).all()), passed
 
 
 # ---- input checks ------------------------------------------------------------------------------
@@ -252,12 +349,17 @@ def test_plan_uses_fewer_bigger_chunks_for_large_k():
 
 def test_configs_have_reasons_for_each_arch():
     for arch in ("hopper", "ampere", "interpreter"):
-        cfgs = tp.get_autotune_configs(arch)
-        assert cfgs and all(c.reason for c in cfgs)
-        for B in (1, 2, 3, 16, 17, 33, 256):
-            for k in (1, 10, 100, 200, 1024):
-                cfg = tp.heuristic_config(B, 256, k, torch.bfloat16, arch)
-                assert cfg.block_b == tp.block_b_for(B, k)
+        for method in tp.METHODS:
+            cfgs = tp.get_autotune_configs(arch, method)
+            assert cfgs and all(c.reason for c in cfgs)
+            for B in (1, 2, 3, 16, 17, 33, 256):
+                for k in (1, 10, 100, 200, 1024):
+                    for dtype in (torch.bfloat16, torch.float32):
+                        for d in (64, 1024):
+                            cfg = tp.heuristic_config(B, d, k, dtype, arch, method)
+                            assert any(c.key()[1:] == cfg.key()[1:] for c in cfgs)
+                            assert cfg.block_b == tp.block_b_for(B, k, method)
+                            assert arch == "interpreter" or tp._fits(cfg, B, k, method)
     with pytest.raises(ValueError, match="arch must be one of"):
         tp.get_autotune_configs("volta")
 
@@ -283,10 +385,27 @@ GPU_CASES = [
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("method", ["auto", "exact"])
 @pytest.mark.parametrize(("B", "N", "d", "k", "dtype"), GPU_CASES)
-def test_gpu_matches_reference(B, N, d, k, dtype):
+def test_gpu_matches_reference(B, N, d, k, dtype, method):
     h, W, b = _inputs(B, N, d, dtype, seed=N)
-    _check(h, W, b, k)
+    before = dict(tp.STATS)
+    _check(h, W, b, k, method=method)
+    if method == "auto":  # every GPU case is >= FILTER_MIN_N: the filter path, settled in one go
+        assert tp.STATS["filter_calls"] == before["filter_calls"] + 1
+        assert tp.STATS["filter_fallback_rows"] == before["filter_fallback_rows"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_filter_overflow_falls_back():
+    B, N, d, k = 4, 200_003, 64, 16
+    h, W, _ = _inputs(B, N, d, torch.bfloat16, bias=False)
+    W[:] = W[0]  # every score ties: all items pass the bound
+    before = tp.STATS["filter_fallback_rows"]
+    _, ids = _check(h, W, None, k)
+    assert tp.STATS["filter_fallback_rows"] == before + B
+    assert ids.tolist() == [list(range(k))] * B
 
 
 @pytest.mark.gpu
