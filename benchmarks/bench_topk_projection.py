@@ -431,11 +431,15 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
         h = torch.randn(B, d, device=DEV).to(dtype)
         nbytes = N * d * esize + N * esize
         heur = heuristic_config(B, d, k, dtype, arch, "filter")
-        trials = [
+        trials = [("stage1", None), ("eager", None)]
+        trials += [
             (c, None) for c in get_autotune_configs(arch, "filter") if _fits(c, B, k, "filter")
         ]
         trials += [(heur, w) for w in (1, 2, 8, 16)]
         for cfg, waves in trials:
+            if cfg in ("stage1", "eager"):
+                rows.append(time_parts(cfg, base, args, h, W, b, k, heur, nbytes, bw))
+                continue
             if time.perf_counter() - t0 > args.sweep_budget_s:
                 break
             row = {
@@ -481,6 +485,45 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
     return rows
 
 
+def time_parts(part, base, args, h, W, b, k, cfg, nbytes, bw) -> dict:
+    """Where the time goes: the stage-1 kernel alone (bound precomputed), or the whole filter
+    path without its CUDA graph (every op issued from Python)."""
+    from lite_export.kernels import topk_projection as tp
+
+    B, d = h.shape
+    N = W.shape[0]
+    row = {**base, "provider": f"triton-{part}", "N": N, "d": d, "B": B, "k": k}
+    row.update(dtype=args.dtype, config=cfg.short(), heuristic=True, waves=cfg.waves)
+    try:
+        if part == "stage1":
+            thr, cap = tp.sample_bound(h, W, b, k)
+            cnt = torch.zeros(B, dtype=torch.int32, device=DEV)
+            buf = torch.empty((B, cap), dtype=torch.int64, device=DEV)
+
+            def fn():
+                cnt.zero_()
+                tp._launch_planned(h, W, b, k, None, cfg, True, None, "filter", (thr, cnt, buf))
+
+        else:
+            fn = functools.partial(tp.topk_projection, h, W, b, k, cuda_graph=False)
+        med, p99, n = bench_gpu(fn, rep_ms=50)
+        row.update(
+            median_ms=round(med, 4),
+            p99_ms=round(p99, 4),
+            samples=n,
+            GB_s=round(nbytes / (med * 1e-3) / 1e9, 1),
+            roofline_pct=round(100 * nbytes / (med * 1e-3) / 1e9 / bw, 1),
+        )
+    except Exception as e:
+        row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    print(
+        f"{part} N={N} d={d} B={B} k={k}: {row.get('median_ms', float('nan')):.3f} ms "
+        f"{row.get('roofline_pct', float('nan')):5.1f}% {row.get('error', '')}",
+        flush=True,
+    )
+    return row
+
+
 # ---- output ---------------------------------------------------------------------------------------
 
 
@@ -516,18 +559,23 @@ def write_outputs(rows: list[dict], out: Path, stem: str) -> None:
             "",
             "Skipped: " + "; ".join(f"N={r['N']} d={r['d']} ({r['note']})" for r in skipped),
         ]
-    sweep = [r for r in rows if r.get("provider") == "triton-sweep"]
+    sweep = [
+        r for r in rows if r.get("provider") in ("triton-sweep", "triton-stage1", "triton-eager")
+    ]
     if sweep:
         lines += [
             "",
             "## Config sweep",
             "",
-            "| N | d | B | k | config | heuristic | waves | chunks | median ms | % roofline | correct |",
-            "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
+            "Filter path, bf16. `triton-stage1`: the stage-1 kernel alone (bound precomputed); "
+            "`triton-eager`: the whole call without its CUDA graph.",
+            "",
+            "| N | d | B | k | what | config | heuristic | waves | chunks | median ms | % roofline | correct |",
+            "|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|",
         ]
         for r in sweep:
             lines.append(
-                f"| {r['N']} | {r['d']} | {r['B']} | {r['k']} | {r['config']} | {r['heuristic']} | {r['waves']} | "
+                f"| {r['N']} | {r['d']} | {r['B']} | {r['k']} | {r['provider']} | {r['config']} | {r['heuristic']} | {r['waves']} | "
                 f"{r.get('chunks', '')} | {r.get('median_ms', r.get('error', ''))} | {r.get('roofline_pct', '')} | {r.get('correct', '')} |"
             )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

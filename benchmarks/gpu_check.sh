@@ -49,7 +49,7 @@ test_rc=$?
 
 echo "== benchmark" | tee "$OUT/bench.log"
 timeout 300 python3 benchmarks/bench_topk_projection.py --device cuda --out "$OUT" \
-    --budget-s 150 --sweep-budget-s 30 2>&1 | tee -a "$OUT/bench.log"
+    --budget-s 150 --sweep-budget-s 45 2>&1 | tee -a "$OUT/bench.log"
 bench_rc=$?
 
 echo "== engine benchmark (PyTorch engine on CUDA: fused kernel vs matmul + topk)" | tee "$OUT/engines.log"

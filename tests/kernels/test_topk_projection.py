@@ -398,6 +398,23 @@ def test_gpu_matches_reference(B, N, d, k, dtype, method):
 
 @pytest.mark.gpu
 @needs_cuda
+def test_gpu_cuda_graph_replays_match_eager_runs():
+    """Graphs padded to power-of-two batches and exclusion widths; in-place W updates show."""
+    N, d, k = 100_003, 64, 20
+    h, W, b = _inputs(16, N, d, torch.bfloat16)
+    for B, H in [(1, 0), (3, 5), (4, 7), (16, 33), (3, 2)]:  # (3, 2) replays the (3, 5) graph
+        ex = torch.randint(0, N, (B, H), device=DEVICE) if H else None
+        got = tp.topk_projection(h[:B], W, b, k, ex)
+        want = tp.topk_projection(h[:B], W, b, k, ex, cuda_graph=False)
+        assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), (B, H)
+        _check(h[:B], W, b, k, ex)
+    W[7] = 50.0  # in place: the captured graph must see it
+    _, ids = tp.topk_projection(h[:2], W, b, k)
+    assert ids[:, 0].tolist() == [7, 7] or bool((h[:2].float() @ W[7].float() < 0).any())
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_gpu_filter_overflow_falls_back():
     B, N, d, k = 4, 200_003, 64, 16
     h, W, _ = _inputs(B, N, d, torch.bfloat16, bias=False)
