@@ -866,8 +866,8 @@ def sample_bound(
     return thr, cap
 
 
-def _filter_packed(h, W, b, k, ex, config, chunks, sample_stride):
-    """Filter path: packed ``[B, k]`` and a per-row flag that the result is exact.
+def _filter_path(h, W, b, k, ex, config, chunks, sample_stride):
+    """Filter path: ``(scores, ids, ok)``, ``ok`` a per-row flag that the row is exact.
 
     Stage 1 appends every score at or above the row's sampled bound to a ``[B, cap]`` buffer
     (an atomic counter per row); stage 2 is ``torch.topk`` over the filled part. A row is exact
@@ -882,8 +882,9 @@ def _filter_packed(h, W, b, k, ex, config, chunks, sample_stride):
     _launch_planned(h, W, b, k, ex, config, forced, chunks, "filter", (thr, cnt, buf))
     filled = torch.arange(cap, device=h.device)[None, :] < cnt[:, None].to(torch.int64)
     top = torch.topk(torch.where(filled, buf, _SENTINEL), k, dim=1).values
+    scores, ids = _unpack(top)
     ok = (cnt >= k) & (cnt <= cap)
-    return top, ok
+    return scores, ids, ok
 
 
 #: Captured filter-path graphs, most recently used last (see :func:`_filter_graphed`).
@@ -896,8 +897,9 @@ class _Captured:
     graph: torch.cuda.CUDAGraph
     h: torch.Tensor  # [B_pad, d] static input
     ex: torch.Tensor | None  # [B_pad, H_pad] static input
-    top: torch.Tensor  # [B_pad, k] packed output
-    ok: torch.Tensor  # [B_pad] bool output
+    scores: torch.Tensor  # [B_pad, k] static outputs
+    ids: torch.Tensor
+    ok: torch.Tensor  # [B_pad] bool
 
 
 def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
@@ -908,8 +910,8 @@ def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
     Batches are padded to the next power of two rows and exclusion lists to the next power of
     two columns (padding rows are computed and dropped), so a serving loop with varying batch
     and history sizes reuses a handful of graphs. The graph reads ``W``/``b`` in place: it is
-    keyed by their storage, so a new table gets a new graph. Returns ``(top, ok)`` as
-    :func:`_filter_packed`, or ``None`` when capture is not possible here.
+    keyed by their storage, so a new table gets a new graph. Returns ``(scores, ids, ok)`` as
+    :func:`_filter_path`, or ``None`` when capture is not possible here.
     """
     B, D = h.shape
     B_pad = _next_pow2(B)
@@ -946,7 +948,7 @@ def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
         cap.ex[:B].fill_(EXCLUDE_SENTINEL)
         cap.ex[:B, : ex.shape[1]].copy_(ex)
     cap.graph.replay()
-    return cap.top[:B].clone(), cap.ok[:B].clone()
+    return cap.scores[:B].clone(), cap.ids[:B].clone(), cap.ok[:B]
 
 
 def _capture(h, W, b, k, ex, config, chunks, sample_stride, B_pad, H_pad) -> _Captured | None:
@@ -963,11 +965,11 @@ def _capture(h, W, b, k, ex, config, chunks, sample_stride, B_pad, H_pad) -> _Ca
         side = torch.cuda.Stream(h.device)
         side.wait_stream(torch.cuda.current_stream(h.device))
         with torch.cuda.stream(side):
-            _filter_packed(static_h, *args)
+            _filter_path(static_h, *args)
         torch.cuda.current_stream(h.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            top, ok = _filter_packed(static_h, *args)
+            scores, ids, ok = _filter_path(static_h, *args)
     except Exception as exc:  # e.g. called inside another capture: run eagerly instead
         warnings.warn(
             f"topk_projection: CUDA graph capture failed ({type(exc).__name__}: {exc}); "
@@ -976,7 +978,7 @@ def _capture(h, W, b, k, ex, config, chunks, sample_stride, B_pad, H_pad) -> _Ca
             stacklevel=4,
         )
         return None
-    return _Captured(graph, static_h, static_ex, top, ok)
+    return _Captured(graph, static_h, static_ex, scores, ids, ok)
 
 
 def topk_projection(
@@ -1035,15 +1037,15 @@ def topk_projection(
     res = None
     if cuda_graph and h.device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
         res = _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride)
-    top, ok = (
-        res if res is not None else _filter_packed(h, W, b, k, ex, config, chunks, sample_stride)
-    )
+    if res is None:
+        res = _filter_path(h, W, b, k, ex, config, chunks, sample_stride)
+    scores, ids, ok = res
     if not bool(ok.all()):  # one host sync; rare on real data (see sample_bound)
         bad = (~ok).nonzero().squeeze(1)
         STATS["filter_fallback_rows"] += int(bad.numel())
         sub_ex = ex[bad] if ex is not None else None
-        top[bad] = _exact_packed(h[bad], W, b, k, sub_ex, None, None)
-    return _unpack(top)
+        scores[bad], ids[bad] = _unpack(_exact_packed(h[bad], W, b, k, sub_ex, None, None))
+    return scores, ids
 
 
 def tune_topk_projection(
