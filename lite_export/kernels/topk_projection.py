@@ -4,8 +4,23 @@ Ranking the whole catalog is the step whose cost grows with the business: every 
 row to the projection head. Public systems write the ``[B, N]`` score matrix to memory and then
 select; this kernel streams ``W`` once and selects on the fly, so the scores never leave the chip.
 
-Design
-------
+Two paths
+---------
+``method="filter"`` (the default from ``FILTER_MIN_N`` items) bounds each row first: every 64th
+item is scored (cuBLAS on a strided view) and the row's 16th best sampled score becomes its bound
+(:func:`sample_bound`). Stage 1 then streams ``W`` once with ``FILTER=True``: each score at or
+above the bound (or NaN) is appended, packed, to a ``[B, cap]`` buffer at a position taken from a
+per-row relaxed atomic counter -- a compare per score and an atomic for ~1 in 1000. Stage 2 is
+``torch.topk`` over the filled part. A row is exact when at least ``k`` items passed (its top k
+are then all in the buffer) and none overflowed; other rows go to the exact path, so no result
+depends on the sample. On CUDA the whole call is captured once per padded shape as a CUDA graph
+(:func:`_filter_graphed`): its GPU work is a few hundred microseconds, about what Python needs to
+issue its ops one by one.
+
+``method="exact"`` keeps a running top-K per program, as described next.
+
+Design (exact path)
+-------------------
 *Stage 1* (``_topk_projection_stage1_kernel``), grid ``(cdiv(B, BLOCK_B), chunks)``: program
 ``(i, c)`` owns query rows ``[i*BLOCK_B, (i+1)*BLOCK_B)`` and a chunk of consecutive item tiles.
 For each tile of ``BLOCK_N`` items it computes the ``[BLOCK_B, BLOCK_N]`` score tile
