@@ -9,15 +9,19 @@ Two models are written (``name`` defaults to ``lite``)::
       lite/                          backend "python": external ids in, external ids out
         config.pbtxt                 HISTORY [-1] BYTES, K [1] INT32 (optional),
                                      EXCLUDE_SEEN [1] BOOL (optional) -> ITEM_IDS [-1], SCORES [-1]
-        1/model.py                   self-contained: numpy, json, onnxruntime, Triton utils only
-        1/artifact/                  model.onnx(+.data), items.jsonl, manifest.json
+        1/model.py                   numpy, json, onnxruntime, Triton utils (+ lite_export, torch)
+        1/artifact/                  model.onnx(+.data), user_encoder.onnx, head.safetensors,
+                                     items.jsonl, manifest.json
 
 ``lite_onnx`` padding contract: Triton's dynamic batcher only batches requests whose shapes are
 equal, so clients left-pad ``item_ids`` to ``max_history`` with the pad id (``num_items``, see
 ``manifest.json`` ``dims``) and ``exclude_ids`` to one fixed width of their choice (pad id too);
 requests of other widths still work, they are just batched separately. ``lite`` takes one raw
 history per request (``allow_ragged_batch``), pads it itself, and runs the batch in ONNX Runtime
-on CPU. The fused ranking kernel on GPU is a later step for the python model.
+on CPU -- or, on a ``KIND_GPU`` instance whose Python has lite-export and torch with CUDA, runs
+``user_encoder.onnx`` and ranks with the fused Triton kernel on that GPU (parameter ``ranker``:
+``auto``, ``onnx`` = always the ranking graph, ``lite_export`` = always
+:func:`lite_export.kernels.rank`, the CPU path on a CPU instance).
 """
 
 from __future__ import annotations
@@ -145,6 +149,8 @@ def python_config(
     max_queue_delay_us: int,
     instance_count: int,
     graph: str,
+    kind: str = "KIND_CPU",
+    ranker: str = "auto",
 ) -> str:
     """config.pbtxt text of the python-backend model (external ids in and out)."""
     return (
@@ -166,8 +172,9 @@ def python_config(
         '  { name: "SCORES" data_type: TYPE_FP32 dims: [ -1 ] }\n'
         "]\n"
         + _dynamic_batching(preferred_batch_sizes, max_queue_delay_us)
-        + _instance_group(instance_count, "KIND_CPU")
+        + _instance_group(instance_count, kind)
         + f'parameters {{ key: "graph" value: {{ string_value: "{graph}" }} }}\n'
+        + f'parameters {{ key: "ranker" value: {{ string_value: "{ranker}" }} }}\n'
         + 'parameters { key: "intra_op_num_threads" value: { string_value: "0" } }\n'
     )
 
@@ -242,7 +249,8 @@ def build_model_repository(
         written.append(f"{name}_onnx/config.pbtxt")
     if python_model:
         model_dir = out / name
-        for f in [*graph_files, "items.jsonl"]:
+        ranking = [*_graph_files(art, "user_encoder.onnx"), "head.safetensors"]
+        for f in [*graph_files, *ranking, "items.jsonl"]:
             if not (art / f).is_file():
                 raise TritonRepositoryError(f"{art / f} is missing; re-run `lite export`")
             _copy(art / f, model_dir / "1" / "artifact" / f)
@@ -258,6 +266,7 @@ def build_model_repository(
             max_queue_delay_us=max_queue_delay_us,
             instance_count=instance_count,
             graph=graph,
+            kind=kind,
         )
         (model_dir / "config.pbtxt").write_text(cfg)
         written += [
@@ -324,8 +333,10 @@ PYTHON_MODEL = r'''"""lite-export recommender for Triton's python backend (writt
 
 Inputs per request: HISTORY [1, L] BYTES (external item ids, oldest first; L may be 0),
 K [1, 1] INT32 (optional, default 10), EXCLUDE_SEEN [1, 1] BOOL (optional, default true).
-Outputs: ITEM_IDS [1, k] BYTES, SCORES [1, k] FP32, best first. Imports only numpy, json,
-onnxruntime and triton_python_backend_utils (not lite_export).
+Outputs: ITEM_IDS [1, k] BYTES, SCORES [1, k] FP32, best first. Needs only numpy, json,
+onnxruntime and triton_python_backend_utils; where the server's Python also has lite-export and
+torch, a GPU instance ranks with lite-export's fused kernel (parameter "ranker": auto | onnx |
+lite_export).
 """
 
 import json
@@ -380,6 +391,53 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             os.path.join(here, graph), so, providers=["CPUExecutionProvider"]
         )
+        self.kernel = self._kernel_ranker(args, params.get("ranker") or "auto", here, so)
+
+    def _kernel_ranker(self, args, ranker, here, so):
+        """(encoder session, rank, torch, device, W, b) to rank with lite-export, or None."""
+        if ranker not in ("auto", "onnx", "lite_export"):
+            raise pb_utils.TritonModelException(
+                f"parameter ranker must be auto, onnx or lite_export, got {ranker!r}"
+            )
+        gpu = args.get("model_instance_kind") == "GPU"
+        if ranker == "onnx" or (ranker == "auto" and not gpu):
+            return None
+        try:
+            import torch
+            from safetensors.torch import load_file
+
+            from lite_export.kernels import rank
+        except ImportError as exc:
+            if ranker == "lite_export":
+                raise pb_utils.TritonModelException(
+                    f"ranker lite_export needs lite-export and torch in the server's Python: {exc}"
+                ) from exc
+            log = getattr(getattr(pb_utils, "Logger", None), "log_warn", print)
+            log(f"lite-export not importable ({exc}): ranking with the ONNX graph on CPU")
+            return None
+        device = torch.device("cpu")
+        if gpu and torch.cuda.is_available():
+            device = torch.device(f"cuda:{int(args.get('model_instance_device_id') or 0)}")
+        head = load_file(os.path.join(here, "head.safetensors"))
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        path = os.path.join(here, "user_encoder.onnx")
+        encoder = ort.InferenceSession(path, so, providers=providers)
+        return encoder, rank, torch, device, head["weight"].to(device), head["bias"].to(device)
+
+    def _rank(self, item_ids, exclude, k):
+        """scores, indices [B, >=k] of one padded batch."""
+        if self.kernel is None:
+            return self.session.run(
+                ["scores", "indices"], {"item_ids": item_ids, "exclude_ids": exclude}
+            )
+        encoder, rank, torch, device, weight, bias = self.kernel
+        h = encoder.run(["user_vectors"], {"item_ids": item_ids})[0]
+        h = torch.from_numpy(h).to(device, weight.dtype)
+        with torch.inference_mode():
+            scores, indices = rank(h, weight, bias, k, torch.from_numpy(exclude).to(device))
+        return scores.float().cpu().numpy(), indices.cpu().numpy()
 
     def _parse(self, request):
         """(indices, k, exclude_seen) of one request, or an error message."""
@@ -447,9 +505,7 @@ class TritonPythonModel:
                 if seen:
                     exclude[b, width - len(idx) :] = idx
             try:
-                scores, indices = self.session.run(
-                    ["scores", "indices"], {"item_ids": item_ids, "exclude_ids": exclude}
-                )
+                scores, indices = self._rank(item_ids, exclude, max(row[2] for row in ranked))
             except Exception as exc:
                 for r, *_ in ranked:
                     responses[r] = pb_utils.InferenceResponse(
@@ -473,6 +529,7 @@ class TritonPythonModel:
         )
 
     def finalize(self):
-        """Release the ONNX Runtime session."""
+        """Release the ONNX Runtime sessions (and the head on the GPU)."""
         self.session = None
+        self.kernel = None
 '''

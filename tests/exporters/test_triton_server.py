@@ -158,7 +158,10 @@ def test_tensorrt_accelerator_block_and_gpu_kind(artifact: Path, tmp_path: Path)
     assert dict(accel.parameters) == {"precision_mode": "FP16"}
     kinds = pytest.importorskip("tritonclient.grpc.model_config_pb2").ModelInstanceGroup
     assert cfg.instance_group[0].kind == kinds.KIND_GPU
-    assert _parse(repo / "rec" / "config.pbtxt").instance_group[0].kind == kinds.KIND_CPU
+    # the python model on a GPU instance ranks with the fused kernel (ranker "auto")
+    py = _parse(repo / "rec" / "config.pbtxt")
+    assert py.instance_group[0].kind == kinds.KIND_GPU
+    assert py.parameters["ranker"].string_value == "auto"
 
 
 def test_repository_is_atomic_and_refuses_to_overwrite(artifact: Path, tmp_path: Path) -> None:
@@ -182,13 +185,29 @@ def test_model_py_is_self_contained(artifact: Path, tmp_path: Path) -> None:
 
     repo = write_model_repository(artifact, tmp_path / "repo")
     tree = ast.parse((repo / "lite" / "1" / "model.py").read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
-    assert imported <= {"json", "os", "numpy", "onnxruntime", "triton_python_backend_utils"}
+
+    def imports(nodes) -> set[str]:
+        found = set()
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                found.add((node.module or "").split(".")[0])
+        return found
+
+    assert imports(tree.body) <= {
+        "json",
+        "os",
+        "numpy",
+        "onnxruntime",
+        "triton_python_backend_utils",
+    }
+    # lite-export and torch only inside the optional kernel ranker, behind an ImportError guard
+    ranker = next(n for n in ast.walk(tree) if getattr(n, "name", "") == "_kernel_ranker")
+    assert imports(ast.walk(tree)) - imports(tree.body) == {"torch", "safetensors", "lite_export"}
+    assert imports(ast.walk(ranker)) == {"torch", "safetensors", "lite_export"}
+    files = {p.name for p in (repo / "lite" / "1" / "artifact").iterdir()}
+    assert {"user_encoder.onnx", "head.safetensors", "model.onnx", "items.jsonl"} <= files
 
 
 def test_cli_format_triton_puts_the_repository_in_the_artifact(artifact: Path) -> None:
@@ -224,7 +243,7 @@ def test_external_data_is_copied(artifact: Path, tmp_path: Path) -> None:
 
     art = tmp_path / "art"
     art.mkdir()
-    for f in ("manifest.json", "items.jsonl"):
+    for f in ("manifest.json", "items.jsonl", "user_encoder.onnx", "head.safetensors"):
         shutil.copy(artifact / f, art / f)
     model = onnx.load(str(artifact / "model.onnx"))
     onnx.save(
@@ -287,25 +306,43 @@ def _request(history: list[str], k: int | None = None, exclude_seen: bool | None
     return req
 
 
+RANKERS = [
+    ("auto", "CPU"),  # a CPU instance: the ONNX ranking graph
+    ("lite_export", "CPU"),  # user_encoder.onnx + lite_export.kernels.rank (the CPU path)
+    pytest.param("auto", "GPU", marks=pytest.mark.gpu),  # the fused kernel on the GPU
+]
+
+
+@pytest.mark.parametrize(("ranker", "instance_kind"), RANKERS)
 def test_model_py_matches_the_python_engine(
-    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ranker, instance_kind
 ) -> None:
+    import torch
+
     import lite_export
 
+    if instance_kind == "GPU" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
     repo = write_model_repository(artifact, tmp_path / "repo", python_model=True)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_utils())
     spec = importlib.util.spec_from_file_location("lite_triton_model", repo / "lite/1/model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
-    params = {"graph": {"string_value": "model.onnx"}}
+    params = {"graph": {"string_value": "model.onnx"}, "ranker": {"string_value": ranker}}
     model.initialize(
         {
             "model_config": json.dumps({"parameters": params}),
             "model_repository": str(repo / "lite"),
             "model_version": "1",
+            "model_instance_kind": instance_kind,
+            "model_instance_device_id": "0",
         }
     )
+    uses_kernel = ranker == "lite_export" or instance_kind == "GPU"
+    assert (model.kernel is not None) == uses_kernel
+    if uses_kernel:
+        assert model.kernel[3].type == ("cuda" if instance_kind == "GPU" else "cpu")
     hists = _history_ids(artifact)
     engine = lite_export.load(artifact, engine="onnxruntime")
     for exclude_seen in (True, False):
@@ -323,6 +360,21 @@ def test_model_py_matches_the_python_engine(
     assert bad_k.error is not None and "between 1 and 20" in bad_k.error.message()
     assert model.execute([_request(hists[0])])[0].outputs["SCORES"].shape == (1, 10)
     model.finalize()
+
+
+def test_model_py_refuses_an_unknown_ranker(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = write_model_repository(artifact, tmp_path / "repo", python_model=True)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_utils())
+    spec = importlib.util.spec_from_file_location("lite_triton_model2", repo / "lite/1/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = {"ranker": {"string_value": "faiss"}}
+    args = {"model_config": json.dumps({"parameters": params}), "model_version": "1"}
+    args["model_repository"] = str(repo / "lite")
+    with pytest.raises(RuntimeError, match="ranker must be auto, onnx or lite_export, got 'faiss'"):
+        module.TritonPythonModel().initialize(args)
 
 
 # --------------------------------------------------------------------- the real server
