@@ -43,17 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# {name}, commit {commit()}, N={args.n} d={args.d} k={args.k}, {args.reps} calls"]
     for B in (1, 16):
         h = torch.randn(B, args.d, device="cuda", dtype=torch.bfloat16)
-        for _ in range(3):  # compile, capture, warm
-            topk_projection(h, W, b, args.k)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(args.reps):
-                topk_projection(h, W, b, args.k)
+        for graph in (True, False):
+            for _ in range(3):  # compile, capture, warm
+                topk_projection(h, W, b, args.k, cuda_graph=graph)
             torch.cuda.synchronize()
-        table = prof.key_averages().table(
-            sort_by="cuda_time_total", row_limit=25, max_name_column_width=60
-        )
-        lines += ["", f"## B={B}", table]
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(args.reps):
+                    topk_projection(h, W, b, args.k, cuda_graph=graph)
+                torch.cuda.synchronize()
+            table = prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=25, max_name_column_width=60
+            )
+            lines += ["", f"## B={B}, {'CUDA graph' if graph else 'eager'}", table]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
