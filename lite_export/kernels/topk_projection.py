@@ -871,11 +871,15 @@ def sample_bound(
         stride = max(1, min(_SAMPLE_STRIDE, N // (4 * _SAMPLE_RANK_MIN)))
     Ws = W[::stride]
     S = Ws.shape[0]
-    s = (h @ Ws.T).float()
-    if b is not None:
-        s = s + b[::stride].float()
+    if b is None:
+        s = h @ Ws.T
+    elif b.dtype == h.dtype:
+        s = torch.addmm(b[::stride], h, Ws.T)  # one cuBLAS call, no copies
+    else:
+        s = (h @ Ws.T).float() + b[::stride].float()
     j = min(S, max(_SAMPLE_RANK_MIN, -(-2 * k * S // N)))
-    thr = torch.topk(s, j, dim=1).values[:, -1].contiguous()
+    # In the table's dtype: the bound only has to be *a* bound (the caller checks the counts).
+    thr = torch.topk(s, j, dim=1).values[:, -1].float().contiguous()
     expected = j * N / S
     cap = min(max(k, N), _next_pow2(int(3 * expected) + k))
     return thr, cap
@@ -893,10 +897,9 @@ def _filter_path(h, W, b, k, ex, config, chunks, sample_stride):
     config = config or _pick_config(h, W, b, k, ex, "filter")
     thr, cap = sample_bound(h, W, b, k, sample_stride)
     cnt = torch.zeros(B, dtype=torch.int32, device=h.device)
-    buf = torch.empty((B, cap), dtype=torch.int64, device=h.device)
+    buf = torch.full((B, cap), _SENTINEL, dtype=torch.int64, device=h.device)  # unfilled: last
     _launch_planned(h, W, b, k, ex, config, forced, chunks, "filter", (thr, cnt, buf))
-    filled = torch.arange(cap, device=h.device)[None, :] < cnt[:, None].to(torch.int64)
-    top = torch.topk(torch.where(filled, buf, _SENTINEL), k, dim=1).values
+    top = torch.topk(buf, k, dim=1).values
     scores, ids = _unpack(top)
     ok = (cnt >= k) & (cnt <= cap)
     return scores, ids, ok
