@@ -375,6 +375,13 @@ def export_cmd(
             "accelerator (FP16) (--format triton)."
         ),
     ] = False,
+    triton_gpu: Annotated[
+        bool,
+        typer.Option(
+            help="Triton: KIND_GPU instances; the python model then ranks with the fused kernel "
+            "where the server's Python has lite-export and torch (--format triton)."
+        ),
+    ] = False,
 ) -> None:
     """Export a checkpoint to a validated ONNX artifact (frozen item embeddings, top-K in graph)."""
     from lite_export.exporters.onnx import ExportError, ExportOptions, export_artifact
@@ -398,7 +405,7 @@ def export_cmd(
                 manifest,
                 max_batch_size=triton_max_batch_size,
                 instance_count=triton_instances,
-                kind="KIND_GPU" if triton_tensorrt else "KIND_CPU",
+                kind="KIND_GPU" if triton_tensorrt or triton_gpu else "KIND_CPU",
                 tensorrt_accelerator=triton_tensorrt,
             )
             manifest["triton"] = {
@@ -407,6 +414,7 @@ def export_cmd(
                 "max_batch_size": triton_max_batch_size,
                 "instances": triton_instances,
                 "tensorrt_accelerator": triton_tensorrt,
+                "kind": "KIND_GPU" if triton_tensorrt or triton_gpu else "KIND_CPU",
             }
             return [f"triton/{f}" for f in files]
 
@@ -479,6 +487,94 @@ def export_cmd(
             f"({trt.get('counts', {}).get('error', 0)} errors, "
             f"{trt.get('counts', {}).get('warning', 0)} warnings; details in manifest.json)"
         )
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  lite serve art\n\n"
+    "  lite serve art --port 8080 --max-batch 64 --max-delay-ms 5 --threads 2\n\n"
+    "  LITE_API_KEY=secret lite serve art --host 0.0.0.0 --config serve.json\n\n"
+    "  curl -s localhost:8000/v1/recommend -H 'Content-Type: application/json' "
+    '-d \'{"history": ["1193", "661"], "k": 10}\''
+)
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `lite export`.")],
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="auto|torch|onnxruntime|tensorrt [default: auto].")
+    ] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Most requests per engine call [default: 32].")
+    ] = None,
+    max_delay_ms: Annotated[
+        float | None,
+        typer.Option(help="Longest wait for a batch to fill, in ms [default: 2]."),
+    ] = None,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests waiting for the engine before 503 + Retry-After [default: 256]."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Engine intra-op threads [default: half the cores].")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LITE_API_KEY",
+            show_default=False,
+            help="Require this key in the X-API-Key header (needed to listen beyond loopback).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host without an API key.")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Settings file (JSON, same keys as these options; flags override it)."),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(help="Largest request body, bytes [default: 1000000].")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="uvicorn log level [default: info].")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+) -> None:
+    """Serve an artifact over HTTP: micro-batched recommendations, health, metrics, a web page."""
+    from lite_export.artifact import ArtifactError, read_manifest
+    from lite_export.serving.settings import ServeSettings, SettingsError
+
+    try:
+        settings = ServeSettings.resolve(
+            artifact,
+            config,
+            host=host,
+            port=port,
+            engine=engine,
+            max_batch=max_batch,
+            max_delay_ms=max_delay_ms,
+            max_queue=max_queue,
+            threads=threads,
+            api_key=api_key,
+            insecure=insecure or None,
+            max_body_bytes=max_body_bytes,
+            log_level=log_level,
+            access_log=access_log or None,
+        )
+        settings.check_bind()
+        read_manifest(artifact)  # a missing or foreign directory fails here, before binding
+    except (SettingsError, ArtifactError) as exc:
+        _fail(str(exc))
+    try:
+        from lite_export.serving import run_server
+    except ImportError as exc:
+        _fail(str(exc))
+    raise typer.Exit(run_server(settings))
 
 
 @app.command(epilog="Example:\n\n  lite env")

@@ -1,0 +1,88 @@
+"""``run_server``: uvicorn around :func:`create_app`, with the signals a service needs.
+
+SIGTERM / SIGINT: stop accepting connections, answer every request already received (the batcher
+drains its queue), then exit 0. SIGHUP: reload the served artifact (re-read from disk) and swap it
+in without dropping a request. A model that cannot be loaded at startup exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvicorn
+
+from lite_export.serving.app import create_app
+from lite_export.serving.settings import ServeSettings
+
+log = logging.getLogger("uvicorn.error")
+
+
+def run_server(settings: ServeSettings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a graceful drain)."""
+    settings.validate()
+    settings.check_bind()
+    failed: list[str] = []
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.lite.shutting_down = True  # /readyz says so while in-flight requests drain
+            super().handle_exit(sig, frame)
+
+    def on_fatal(message: str) -> None:
+        failed.append(message)
+        server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        server_header=False,
+        lifespan="on",
+    )
+    server = Server(config)
+
+    def on_hup() -> None:
+        async def reload() -> None:
+            from lite_export.serving.model import RequestError
+
+            try:
+                await app.state.lite.reload(reason="SIGHUP")
+            except RequestError as exc:
+                log.warning("lite serve: SIGHUP reload refused: %s", exc.detail)
+
+        asyncio.get_running_loop().create_task(reload())
+
+    async def main() -> None:
+        if hasattr(signal, "SIGHUP"):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+        await server.serve()
+
+    # uvicorn re-raises the stop signal after its graceful shutdown, to the handler that was in
+    # place before it; a no-op one makes a drained stop exit 0 instead of dying by the signal.
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(
+        f"lite serve: loading {settings.artifact} ({settings.engine} engine); listening on "
+        f"http://{settings.host}:{settings.port} (page /, docs /docs); "
+        f"API key {'required' if settings.api_key else 'off'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if failed:
+        print(f"error: cannot serve {settings.artifact}: {failed[0]}", file=sys.stderr)
+        return 1
+    if not server.started:
+        return 1
+    return 0
