@@ -155,6 +155,18 @@ def bench_gpu(fn, rep_ms: int = 100, min_samples: int = 10) -> tuple[float, floa
     return float(t.median()), float(torch.quantile(t, 0.99)), len(times)
 
 
+def timing_fields(med: float, p99: float, n: int, nbytes: int, bw: float) -> dict:
+    """The row fields of one timing: median/p99 ms, samples, achieved GB/s and % of ``bw``."""
+    gbs = nbytes / (med * 1e-3) / 1e9
+    return {
+        "median_ms": round(med, 4),
+        "p99_ms": round(p99, 4),
+        "samples": n,
+        "GB_s": round(gbs, 1),
+        "roofline_pct": round(100 * gbs / bw, 1),
+    }
+
+
 def copy_bandwidth_gbs(device: str, nbytes: int = 2 << 30) -> float:
     """Device-to-device copy bandwidth, counting bytes read + written."""
     import triton.testing
@@ -312,13 +324,7 @@ def run_gpu(args) -> list[dict]:
                     else:
                         fn = make_rotating(torch_topk, h, bufs, b, k)
                         med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
-                    row.update(
-                        median_ms=round(med, 4),
-                        p99_ms=round(p99, 4),
-                        samples=n,
-                        GB_s=round(nbytes / (med * 1e-3) / 1e9, 1),
-                        roofline_pct=round(100 * nbytes / (med * 1e-3) / 1e9 / bw, 1),
-                    )
+                    row.update(timing_fields(med, p99, n, nbytes, bw))
                 except Exception as e:  # record and go on: one bad config must not end the run
                     row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
                     traceback.print_exc()
@@ -380,11 +386,7 @@ def run_exclusion_rows(args, base, dtype, esize, bw, arch) -> list[dict]:
                     "B": B,
                     "k": k,
                     "dtype": args.dtype,
-                    "median_ms": round(med, 4),
-                    "p99_ms": round(p99, 4),
-                    "samples": n,
-                    "GB_s": round(nbytes / (med * 1e-3) / 1e9, 1),
-                    "roofline_pct": round(100 * nbytes / (med * 1e-3) / 1e9 / bw, 1),
+                    **timing_fields(med, p99, n, nbytes, bw),
                     "correct": clean,
                 }
             )
@@ -463,14 +465,8 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
                 ok, err, _ = check_against_fp32(h, W, b, k, scores, ids)
                 fn = functools.partial(topk_projection, h, W, b, k, **kw)
                 med, p99, n = bench_gpu(fn, rep_ms=50)
-                row.update(
-                    correct=ok,
-                    median_ms=round(med, 4),
-                    p99_ms=round(p99, 4),
-                    samples=n,
-                    GB_s=round(nbytes / (med * 1e-3) / 1e9, 1),
-                    roofline_pct=round(100 * nbytes / (med * 1e-3) / 1e9 / bw, 1),
-                )
+                row.update(timing_fields(med, p99, n, nbytes, bw))
+                row["correct"] = ok
             except Exception as e:
                 row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             rows.append(row)
@@ -507,13 +503,7 @@ def time_parts(part, base, args, h, W, b, k, cfg, nbytes, bw) -> dict:
         else:
             fn = functools.partial(tp.topk_projection, h, W, b, k, cuda_graph=False)
         med, p99, n = bench_gpu(fn, rep_ms=50)
-        row.update(
-            median_ms=round(med, 4),
-            p99_ms=round(p99, 4),
-            samples=n,
-            GB_s=round(nbytes / (med * 1e-3) / 1e9, 1),
-            roofline_pct=round(100 * nbytes / (med * 1e-3) / 1e9 / bw, 1),
-        )
+        row.update(timing_fields(med, p99, n, nbytes, bw))
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
     print(
