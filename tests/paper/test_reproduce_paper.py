@@ -1,0 +1,58 @@
+"""benchmarks/reproduce_paper.py end to end on a very small synthetic catalog."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_paper", ROOT / "benchmarks" / "reproduce_paper.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_pipeline_writes_every_expected_field(tmp_path):
+    mod = _module()
+    argv = ["--quick", "--num-items", "80", "--num-users", "90", "--epochs", "1"]
+    argv += ["--gen-epochs", "1", "--reps", "3", "--reps64", "1", "--out", str(tmp_path)]
+    mod.main([*argv, "--stem", "t"])
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert (tmp_path / "t.md").read_text().startswith("# Reproducing the paper (quick mode")
+
+    meta = res["meta"]
+    for key in ("command", "mode", "data", "machine", "commit", "wall_seconds", "phases_seconds"):
+        assert meta[key] not in (None, "", {}), key
+    assert meta["mode"] == "quick" and meta["data"]["items"] == 80
+    assert meta["not_done"], "what is not done is listed"
+
+    acc = {r["model"]: r for r in res["rows"] if r["kind"] == "accuracy"}
+    expected = {
+        "most-popular",
+        "Lite-LLM4Rec",
+        "Lite-LLM4Rec w/o item LLM (ids only)",
+        "SASRec",
+        "generative + 20-beam search",
+    }
+    assert set(acc) == expected
+    for r in acc.values():
+        for k in (5, 10, 20):
+            assert 0.0 <= r[f"ndcg@{k}"] <= r[f"recall@{k}"] <= 1.0
+        assert r["machine"] and r["commit"] and r["protocol"]
+    assert acc["Lite-LLM4Rec w/o item LLM (ids only)"]["config"]["model"]["item_llm"] is None
+    assert acc["Lite-LLM4Rec"]["config"]["model"]["item_llm"] is not None
+
+    timing = [r for r in res["rows"] if r["kind"] == "timing"]
+    assert len(timing) == 3
+    for r in timing:
+        assert r["b1_p50_ms"] > 0 and r["b1_p99_ms"] >= r["b1_p50_ms"]
+        assert r["b64_p50_ms"] > 0 and r["b64_batch"] == 64
+    reductions = res["summary"]["inference_time_reduction_percent"]
+    assert len(reductions) == 6 and all(v < 100.0 for v in reductions.values())
+    assert "recall@10_gain_percent" in res["summary"]
