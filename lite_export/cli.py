@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -241,23 +243,38 @@ def eval_cmd(
 
 
 @app.command(
-    epilog="Examples:\n\n  lite demo --no-serve\n\n  lite demo --no-serve --epochs 3 --out demo-ckpt"
+    epilog="Examples:\n\n"
+    "  lite demo\n\n"
+    "  lite demo --no-serve\n\n"
+    "  lite demo --no-serve --epochs 2\n\n"
+    "  lite demo --out demo --port 8000      # keep demo/ckpt and demo/artifact"
 )
 def demo(
     serve: Annotated[
         bool,
-        typer.Option("--serve/--no-serve", help="Serve the model afterwards (needs `lite serve`)."),
+        typer.Option(
+            "--serve/--no-serve",
+            help="Serve the artifact over HTTP afterwards, until Ctrl-C (needs the serve and "
+            "onnx extras); --no-serve stops after the in-process checks.",
+        ),
     ] = True,
-    out: Annotated[Path | None, typer.Option(help="Keep the checkpoint here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Keep the checkpoint (OUT/ckpt) and artifact (OUT/artifact) here."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the tiny preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 to serve on \\[default: a free one].")
+    ] = None,
 ) -> None:
-    """Train on the built-in synthetic catalog, evaluate, and show sample recommendations."""
+    """Train on the built-in synthetic catalog, evaluate, export and validate an artifact, then
+    serve it and show recommendations over HTTP (Ctrl-C stops)."""
     import tempfile
 
     from rich.console import Console
-    from rich.table import Table
 
+    from lite_export import demo as d
     from lite_export.model.config import LiteConfig, TrainConfig
     from lite_export.model.metrics import PROTOCOL
     from lite_export.model.workflow import (
@@ -267,13 +284,24 @@ def demo(
         train_checkpoint,
     )
 
+    can_export = not d.missing(d.EXPORT_MODULES)
+    if serve:
+        lacking = d.missing(d.SERVE_MODULES + d.EXPORT_MODULES)
+        if lacking:
+            _fail(
+                f"lite demo exports the model and serves it over HTTP, which needs "
+                f'{", ".join(lacking)}: pip install -e ".[serve,onnx]" (or '
+                'pip install "lite-export[serve,onnx]"), or run `lite demo --no-serve` to train, '
+                "evaluate and recommend without serving"
+            )
     console = Console()
     spec = DataSpec("synthetic")
     ds, split = load_split(spec)
     model_cfg = LiteConfig.from_name("tiny", max_history=ds.max_history)
     train_cfg = TrainConfig.from_name("tiny", epochs=epochs, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = out or Path(tmp) / "ckpt"
+        root = out or Path(tmp)
+        ckpt, art = root / "ckpt", root / "artifact"
         model, result, test = train_checkpoint(spec, model_cfg, train_cfg, ckpt, data=(ds, split))
         pop = most_popular_metrics(split)
         console.print(
@@ -281,30 +309,43 @@ def demo(
                 {"Lite-LLM4Rec (tiny)": test, "most-popular": pop}, f"synthetic test — {PROTOCOL}"
             )
         )
-        users = [0, 1, 2]
-        hists = [[ds.item_ids[i] for i in split.test[u][0]] for u in users]
-        top = model.recommend(hists, k=5)
-        for u, hist, ids, scores in zip(users, hists, top.ids, top.scores, strict=True):
-            table = Table(
-                title=f"user {ds.user_ids[u]}: last items "
-                + "; ".join(ds.item_titles[ds.index_of(i)] for i in hist[-3:])
+        console.print(f"trained in {result.train_seconds:.1f}s ({result.epochs_run} epochs)")
+        users = d.sample_users(ds, split)
+        if not can_export:
+            d.recommend_tables(model, ds, users, console, what="checkpoint, in process")
+            console.print(
+                "[yellow]export skipped:[/yellow] lite export needs "
+                f'{", ".join(d.missing(d.EXPORT_MODULES))} (pip install -e ".\\[onnx]"); '
+                "with it, lite demo also exports, validates and serves the model",
+                soft_wrap=True,
             )
-            table.add_column("#", justify="right")
-            table.add_column("item")
-            table.add_column("title")
-            table.add_column("score", justify="right")
-            for r, (i, s) in enumerate(zip(ids, scores, strict=True), 1):
-                table.add_row(str(r), i, ds.item_titles[ds.index_of(i)], f"{s:.3f}")
-            console.print(table)
+            return
+        import lite_export
+        from lite_export.exporters.onnx import ExportOptions, export_artifact
+
+        t = time.perf_counter()
+        export_artifact(ckpt, art, ExportOptions(k=20), force=True, log=None)
+        rec = lite_export.load(art, engine="auto")  # every file's sha256 checked
+        probe = [[ds.item_ids[i] for i in split.test[u][0]] for u in range(32)]
+        check = d.compare(model, rec, probe)
         console.print(
-            f"trained in {result.train_seconds:.1f}s ({result.epochs_run} epochs)"
-            + (f"; checkpoint kept in {out}" if out else "")
+            f"exported and loaded {art if out else 'the artifact'} in {time.perf_counter() - t:.1f}s "
+            f"(checksums verified, {rec.name} engine): top-{check['k']} identical to the "
+            f"checkpoint's for {check['identical_rows']}/{check['users']} test users, "
+            f"max |score diff| {check['max_abs_score_diff']:.1e} (tolerance {d.TOLERANCE:.0e})",
+            soft_wrap=True,
         )
-    if serve:
-        console.print(
-            "[yellow]serving is not part of this release yet; "
-            "run `lite demo --no-serve` to skip this step.[/yellow]"
-        )
+        if not check["ok"]:
+            _fail("the exported artifact does not reproduce the checkpoint's scores", code=1)
+        if not serve:
+            d.recommend_tables(rec, ds, users, console, what=f"{rec.name} engine, in process")
+            if out:
+                console.print(f"serve it with: lite serve {art}", soft_wrap=True)
+            return
+        del rec
+        code = d.serve_until_interrupted(art, port or d.free_port(), users, console)
+    if code:
+        raise typer.Exit(code)
 
 
 def _shape(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
@@ -317,13 +358,89 @@ def _shape(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
     return b, length
 
 
+TRITON_BATCHING_DEFAULTS = {
+    "max_batch_size": 64,
+    "preferred_batch_size": [8, 16, 32],
+    "max_queue_delay_microseconds": 500,
+}
+
+
+def _triton_batching(
+    config: Path | None,
+    max_batch_size: int | None,
+    preferred: list[int] | None,
+    delay_us: int | None,
+) -> dict:
+    """Triton dynamic-batching values: defaults < --triton-config (lite tune's output) < flags."""
+    import json as _json
+
+    values = dict(TRITON_BATCHING_DEFAULTS)
+    source = "defaults"
+    if config is not None:
+        try:
+            data = _json.loads(Path(config).read_text())
+        except FileNotFoundError:
+            _fail(
+                f"--triton-config {config} does not exist; write it with `lite tune ART --p99-ms X`"
+            )
+        except (OSError, ValueError) as exc:
+            _fail(f"--triton-config {config} is not valid JSON ({exc})")
+        if isinstance(data, dict) and "triton" in data:
+            data = data["triton"]
+        elif isinstance(data, dict) and data.get("met") is False:
+            data = None
+        if not isinstance(data, dict) or not set(TRITON_BATCHING_DEFAULTS) & set(data):
+            _fail(
+                f"--triton-config {config} holds no Triton batching values (max_batch_size, "
+                "preferred_batch_size, max_queue_delay_microseconds); if it is a tune.json, that "
+                "lite tune run met no target: tune again with a reachable --p99-ms"
+            )
+        unknown = sorted(k for k in data if not k.startswith("_") and k not in values)
+        if unknown:
+            _fail(
+                f"--triton-config {config}: unknown keys {unknown}; known keys: "
+                f"{sorted(TRITON_BATCHING_DEFAULTS)}"
+            )
+        values.update({k: v for k, v in data.items() if k in values})
+        source = str(config)
+    if max_batch_size is not None:
+        values["max_batch_size"] = max_batch_size
+    if preferred is not None:
+        values["preferred_batch_size"] = preferred
+    if delay_us is not None:
+        values["max_queue_delay_microseconds"] = delay_us
+    mb, pref, delay = (
+        values["max_batch_size"],
+        values["preferred_batch_size"],
+        values["max_queue_delay_microseconds"],
+    )
+    if isinstance(mb, bool) or not isinstance(mb, int) or mb < 1:
+        _fail(f"Triton max_batch_size must be an integer >= 1, got {mb!r}")
+    if (
+        not isinstance(pref, list)
+        or not pref
+        or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in pref)
+    ):
+        _fail(f"Triton preferred_batch_size must be a list of integers >= 1, got {pref!r}")
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+        _fail(f"Triton max_queue_delay_microseconds must be an integer >= 0, got {delay!r}")
+    too_big = [p for p in pref if p > mb]
+    if too_big:
+        typer.secho(
+            f"note: Triton preferred batch sizes {too_big} exceed max_batch_size {mb}; left out",
+            err=True,
+        )
+    return {**values, "from": source}
+
+
 @app.command(
     name="export",
     epilog="Examples:\n\n"
     "  lite export ckpt --out art\n\n"
     "  lite export ckpt --out art --precision fp16 --k 50 --force\n\n"
     "  lite export ckpt --out art --format tensorrt --opt-shape 16,50 --max-shape 256,200\n\n"
-    "  lite export ckpt --out art --format triton --triton-max-batch-size 32",
+    "  lite export ckpt --out art --format triton --triton-max-batch-size 32\n\n"
+    "  lite export ckpt --out art --format triton --triton-config tune.json",
 )
 def export_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory written by `lite train`.")],
@@ -363,8 +480,33 @@ def export_cmd(
         Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")
     ] = None,
     triton_max_batch_size: Annotated[
-        int, typer.Option(help="Triton max_batch_size of both models (--format triton).")
-    ] = 64,
+        int | None,
+        typer.Option(
+            help="Triton max_batch_size of both models (--format triton) \\[default: 64]."
+        ),
+    ] = None,
+    triton_preferred_batch_sizes: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton dynamic_batching preferred_batch_size, comma-separated (--format "
+            "triton) \\[default: 8,16,32]."
+        ),
+    ] = None,
+    triton_max_queue_delay_us: Annotated[
+        int | None,
+        typer.Option(
+            help="Triton dynamic_batching max_queue_delay_microseconds (--format triton) "
+            "\\[default: 500]."
+        ),
+    ] = None,
+    triton_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Triton batching values from `lite tune` (its tune.json, or a JSON object with "
+            "max_batch_size, preferred_batch_size, max_queue_delay_microseconds); the "
+            "--triton-* flags override it (--format triton)."
+        ),
+    ] = None,
     triton_instances: Annotated[
         int, typer.Option(help="Triton instance_group count of each model (--format triton).")
     ] = 1,
@@ -390,9 +532,25 @@ def export_cmd(
     if fmt not in ("onnx", "tensorrt", "triton"):
         _fail(f"--format must be onnx, tensorrt or triton, got {fmt!r}")
     post_build = None
+    triton_flags = {
+        "--triton-config": triton_config,
+        "--triton-max-batch-size": triton_max_batch_size,
+        "--triton-preferred-batch-sizes": triton_preferred_batch_sizes,
+        "--triton-max-queue-delay-us": triton_max_queue_delay_us,
+    }
+    if fmt != "triton" and any(v is not None for v in triton_flags.values()):
+        given = [k for k, v in triton_flags.items() if v is not None]
+        _fail(f"{', '.join(given)} apply to --format triton; add --format triton or drop them")
     if fmt == "triton":
-        if triton_max_batch_size < 1 or triton_instances < 1:
-            _fail("--triton-max-batch-size and --triton-instances must be >= 1")
+        batching = _triton_batching(
+            triton_config,
+            triton_max_batch_size,
+            _ints(triton_preferred_batch_sizes, "--triton-preferred-batch-sizes"),
+            triton_max_queue_delay_us,
+        )
+        triton_max_batch_size = batching["max_batch_size"]
+        if triton_instances < 1:
+            _fail("--triton-instances must be >= 1")
 
         def post_build(tmp: Path, manifest: dict) -> list[str]:
             # inside the export's temporary directory: the repository is checksummed in the
@@ -404,6 +562,8 @@ def export_cmd(
                 tmp / "triton",
                 manifest,
                 max_batch_size=triton_max_batch_size,
+                preferred_batch_sizes=batching["preferred_batch_size"],
+                max_queue_delay_us=batching["max_queue_delay_microseconds"],
                 instance_count=triton_instances,
                 kind="KIND_GPU" if triton_tensorrt or triton_gpu else "KIND_CPU",
                 tensorrt_accelerator=triton_tensorrt,
@@ -412,6 +572,12 @@ def export_cmd(
                 "repository": "triton",
                 "models": {"lite": "python", "lite_onnx": "onnxruntime"},
                 "max_batch_size": triton_max_batch_size,
+                "preferred_batch_size": [
+                    s for s in batching["preferred_batch_size"] if s <= triton_max_batch_size
+                ]
+                or [triton_max_batch_size],
+                "max_queue_delay_microseconds": batching["max_queue_delay_microseconds"],
+                "batching_from": batching["from"],
                 "instances": triton_instances,
                 "tensorrt_accelerator": triton_tensorrt,
                 "kind": "KIND_GPU" if triton_tensorrt or triton_gpu else "KIND_CPU",
@@ -500,27 +666,27 @@ def export_cmd(
 def serve(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `lite export`.")],
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
+        str | None, typer.Option(help="Address to listen on \\[default: 127.0.0.1].")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[default: 8000].")] = None,
     engine: Annotated[
-        str | None, typer.Option(help="auto|torch|onnxruntime|tensorrt [default: auto].")
+        str | None, typer.Option(help="auto|torch|onnxruntime|tensorrt \\[default: auto].")
     ] = None,
     max_batch: Annotated[
-        int | None, typer.Option(help="Most requests per engine call [default: 32].")
+        int | None, typer.Option(help="Most requests per engine call \\[default: 32].")
     ] = None,
     max_delay_ms: Annotated[
         float | None,
-        typer.Option(help="Longest wait for a batch to fill, in ms [default: 2]."),
+        typer.Option(help="Longest wait for a batch to fill, in ms \\[default: 2]."),
     ] = None,
     max_queue: Annotated[
         int | None,
         typer.Option(
-            help="Requests waiting for the engine before 503 + Retry-After [default: 256]."
+            help="Requests waiting for the engine before 503 + Retry-After \\[default: 256]."
         ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Engine intra-op threads [default: half the cores].")
+        int | None, typer.Option(help="Engine intra-op threads \\[default: half the cores].")
     ] = None,
     api_key: Annotated[
         str | None,
@@ -538,10 +704,10 @@ def serve(
         typer.Option(help="Settings file (JSON, same keys as these options; flags override it)."),
     ] = None,
     max_body_bytes: Annotated[
-        int | None, typer.Option(help="Largest request body, bytes [default: 1000000].")
+        int | None, typer.Option(help="Largest request body, bytes \\[default: 1000000].")
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="uvicorn log level [default: info].")
+        str | None, typer.Option(help="uvicorn log level \\[default: info].")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
 ) -> None:
@@ -575,6 +741,254 @@ def serve(
     except ImportError as exc:
         _fail(str(exc))
     raise typer.Exit(run_server(settings))
+
+
+def _ints(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{option} must be comma-separated integers like '1,8,32', got {text!r}")
+    if not values or min(values) < 1:
+        _fail(f"{option} must be integers >= 1, got {text!r}")
+    return values
+
+
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{option} must be comma-separated numbers like '0,1,2', got {text!r}")
+    if not values or min(values) < 0:
+        _fail(f"{option} must be numbers >= 0, got {text!r}")
+    return values
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+ServeConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="Settings file for every `lite serve` started (serve.json keys)."
+    ),
+]
+DurationOpt = Annotated[
+    float, typer.Option(help="Seconds per measurement (each also stops at its request cap).")
+]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars (on stderr).")]
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  lite bench art\n\n"
+    "  lite bench art --engines onnxruntime --threads 1 --batch-sizes 1,16 --histories 50 "
+    "--concurrency 1,16,64 --out bench-ort\n\n"
+    "  lite bench art-fp32 art-fp16 --no-http            # precisions side by side\n\n"
+    "  lite bench art --config serve.json --rates 100,200,400   # a tuned server, open loop"
+)
+def bench(
+    artifacts: Annotated[
+        list[Path], typer.Argument(help="Artifact directories (several: compare precisions).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Directory for bench.json, bench.md and the PNG plots.")
+    ] = Path("bench"),
+    engines: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated engines \\[default: torch,onnxruntime,tensorrt that load here]."
+        ),
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option(help="Engine intra-op threads \\[default: 1, half, all cores].")
+    ] = None,
+    batch_sizes: Annotated[
+        str, typer.Option(help="In process: histories per engine.recommend call.")
+    ] = "1,8,32",
+    histories: Annotated[
+        str, typer.Option(help="History lengths (capped at the artifact's max_history).")
+    ] = "50,200",
+    concurrency: Annotated[str, typer.Option(help="HTTP: closed-loop client counts.")] = "1,8,32",
+    rates: Annotated[
+        str | None,
+        typer.Option(help="HTTP: open-loop request rates per second, instead of --concurrency."),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", help="Items per recommendation.")] = 10,
+    inprocess: Annotated[bool, typer.Option(help="Measure engine.recommend in process.")] = True,
+    http: Annotated[bool, typer.Option(help="Measure over HTTP against `lite serve`.")] = True,
+    duration_s: DurationOpt = 1.5,
+    reps: Annotated[int, typer.Option(help="In process: most calls per point.")] = 200,
+    max_requests: Annotated[int, typer.Option(help="HTTP: most requests per point.")] = 5000,
+    config: ServeConfigOpt = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="HTTP: the servers' --max-batch \\[default: 32].")
+    ] = None,
+    max_delay_ms: Annotated[
+        float | None, typer.Option(help="HTTP: the servers' --max-delay-ms \\[default: 2].")
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib).")] = True,
+    progress: ProgressOpt = True,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
+) -> None:
+    """Measure latency p50/p95/p99 and throughput across engines, precisions, threads, batch
+    sizes and history lengths, in process and over HTTP; write a table, JSON and plots."""
+    import json as _json
+
+    from rich.console import Console
+
+    from lite_export.artifact import ArtifactError
+    from lite_export.perf.bench import BenchConfig, machine_load, run_bench, tables
+    from lite_export.perf.load import LoadError
+
+    serve_settings: dict = {}
+    try:
+        if config is not None:
+            from lite_export.serving.settings import ServeSettings
+
+            serve_settings = ServeSettings.read_file(config)
+        if max_batch is not None:
+            serve_settings["max_batch"] = max_batch
+        if max_delay_ms is not None:
+            serve_settings["max_delay_ms"] = max_delay_ms
+        cfg = BenchConfig(
+            artifacts=list(artifacts),
+            out=out,
+            engines=_names(engines),
+            batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+            histories=_ints(histories, "--histories"),
+            concurrency=_ints(concurrency, "--concurrency"),
+            rates=_floats(rates, "--rates"),
+            k=k,
+            inprocess=inprocess,
+            http=http,
+            duration_s=duration_s,
+            reps=reps,
+            max_requests=max_requests,
+            serve=serve_settings,
+            plots=plots,
+            seed=seed,
+        )
+        if threads is not None:
+            cfg.threads = _ints(threads, "--threads")
+        result = run_bench(cfg, progress=progress)
+    except (ValueError, ImportError, ArtifactError, LoadError, OSError) as exc:
+        _fail(str(exc))
+    console = Console(width=max(120, Console().width))
+    for table in tables(result.rows):
+        console.print(table)
+    for note in result.notes:
+        print(f"note: {note}")
+    for line in machine_load(result.rows):
+        print(line)
+    loads = [r["loadavg_1m"] for r in result.rows if r.get("loadavg_1m") is not None]
+    print("written: " + ", ".join(str(f) for f in result.files))
+    print(
+        _json.dumps(
+            {
+                "rows": len(result.rows),
+                "files": [str(f) for f in result.files],
+                "skipped": result.notes,
+                "loadavg_1m": [min(loads), max(loads)] if loads else None,
+            }
+        )
+    )
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  lite tune art --p99-ms 20\n\n"
+    "  lite tune art --p99-ms 20 --engines onnxruntime --threads 1 --max-batch 16,32,64 "
+    "--max-delay-ms 0,2,5 --history 200 --out tuned\n\n"
+    "  lite serve art --config tuned/serve.json\n\n"
+    "  lite export ckpt --out art-triton --format triton --triton-config tuned/tune.json"
+)
+def tune(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `lite export`.")],
+    p99_ms: Annotated[
+        float, typer.Option("--p99-ms", help="Target p99 latency of one request, in ms.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for serve.json, tune.json, tune_triton.pbtxt and tune_trials.json."
+        ),
+    ] = Path("."),
+    engines: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated engines to try \\[default: all that load here]."),
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option(help="Engine threads to try \\[default: 1, half, all cores].")
+    ] = None,
+    max_batch: Annotated[str, typer.Option(help="Micro-batch sizes to try.")] = "8,16,32,64",
+    max_delay_ms: Annotated[
+        str, typer.Option(help="Micro-batching waits to try, in ms.")
+    ] = "0,1,2,5",
+    history: Annotated[
+        int, typer.Option(help="History length of the requests (capped at max_history).")
+    ] = 50,
+    k: Annotated[int, typer.Option("--k", help="Items per recommendation.")] = 10,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Highest number of concurrent clients in a trial's ladder.")
+    ] = 64,
+    duration_s: DurationOpt = 1.5,
+    confirm_s: Annotated[
+        float, typer.Option(help="Seconds of the confirmation run of the winner.")
+    ] = 4.0,
+    max_requests: Annotated[int, typer.Option(help="Most requests per measurement.")] = 5000,
+    max_trials: Annotated[int, typer.Option(help="Most settings to measure.")] = 16,
+    budget_s: Annotated[
+        float, typer.Option(help="Start no new trial after this many seconds.")
+    ] = 900.0,
+    progress: ProgressOpt = True,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
+) -> None:
+    """Find the serving settings (engine, threads, micro-batching) with the highest throughput
+    that meets a p99 target over HTTP; write serve.json and Triton's dynamic batching."""
+    from rich.console import Console
+
+    from lite_export.artifact import ArtifactError
+    from lite_export.perf.load import LoadError
+    from lite_export.perf.tune import TuneConfig, run_tune, trial_table
+
+    try:
+        cfg = TuneConfig(
+            artifact=artifact,
+            p99_ms=p99_ms,
+            out=out,
+            engines=_names(engines),
+            max_batch=_ints(max_batch, "--max-batch"),
+            max_delay_ms=_floats(max_delay_ms, "--max-delay-ms"),
+            history=history,
+            k=k,
+            max_concurrency=max_concurrency,
+            duration_s=duration_s,
+            confirm_s=confirm_s,
+            max_requests=max_requests,
+            max_trials=max_trials,
+            budget_s=budget_s,
+            seed=seed,
+        )
+        if threads is not None:
+            cfg.threads = _ints(threads, "--threads")
+        result = run_tune(cfg, progress=progress)
+    except (ValueError, ImportError, ArtifactError, LoadError, OSError) as exc:
+        _fail(str(exc))
+    Console(width=max(120, Console().width)).print(trial_table(result.trials, p99_ms))
+    print(
+        f"load average (1 min): {result.summary['loadavg_1m_start']} at the start, "
+        f"{result.summary['loadavg_1m_end']} at the end, on {os.cpu_count()} cores"
+    )
+    if not result.met:
+        _fail(result.message, code=1)
+    print(result.message)
+    print("written: " + ", ".join(str(f) for f in result.files))
+    print(f"serve with: lite serve {artifact} --config {out / 'serve.json'}")
 
 
 @app.command(epilog="Example:\n\n  lite env")

@@ -10,7 +10,7 @@ from lite_export.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["demo"], ["bench"], ["tune"]])
 def test_help_shows_usage_examples(cmd):
     result = runner.invoke(app, [*cmd, "--help"])
     assert result.exit_code == 0, result.output
@@ -63,7 +63,11 @@ def test_demo_no_serve_runs_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "most-popular" in proc.stdout and "NDCG@10" in proc.stdout
-    assert (tmp_path / "d" / "model.safetensors").exists()
+    assert (tmp_path / "d" / "ckpt" / "model.safetensors").exists()
+    # exported, loaded back (checksums) and compared with the checkpoint
+    assert "identical to the checkpoint's for 32/32 test users" in proc.stdout
+    assert (tmp_path / "d" / "artifact" / "manifest.json").exists()
+    assert "serve it with: lite serve" in proc.stdout
 
 
 def test_env_lists_versions():
