@@ -796,8 +796,9 @@ def bench(
         list[Path], typer.Argument(help="Artifact directories (several: compare precisions).")
     ],
     out: Annotated[
-        Path, typer.Option(help="Directory for bench.json, bench.md and the PNG plots.")
+        Path, typer.Option(help="Directory for NAME.json, NAME.md and the PNG plots.")
     ] = Path("bench"),
+    name: Annotated[str, typer.Option("--name", help="Stem of the output files.")] = "bench",
     engines: Annotated[
         str | None,
         typer.Option(
@@ -855,9 +856,12 @@ def bench(
             serve_settings["max_batch"] = max_batch
         if max_delay_ms is not None:
             serve_settings["max_delay_ms"] = max_delay_ms
+        if not name or "/" in name or name.startswith("."):
+            _fail(f"--name must be a plain file stem like 'serve', got {name!r}")
         cfg = BenchConfig(
             artifacts=list(artifacts),
             out=out,
+            name=name,
             engines=_names(engines),
             batch_sizes=_ints(batch_sizes, "--batch-sizes"),
             histories=_ints(histories, "--histories"),

@@ -52,6 +52,8 @@ class BenchConfig:
     k: int = 10
     inprocess: bool = True
     http: bool = True
+    #: output file names: ``{name}.json``, ``{name}.md``, ``{name}_inprocess.png``, ``{name}_http.png``
+    name: str = "bench"
     #: seconds per grid point (in process: at most this long or ``reps`` calls)
     duration_s: float = 1.5
     reps: int = 200
@@ -543,15 +545,15 @@ def markdown(rows: list[dict], notes: list[str]) -> str:
 def write_results(rows: list[dict], cfg: BenchConfig, notes: list[str]) -> list[Path]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = [out / "bench.json", out / "bench.md"]
+    files = [out / f"{cfg.name}.json", out / f"{cfg.name}.md"]
     files[0].write_text(json.dumps(rows, indent=1) + "\n")
     files[1].write_text(markdown(rows, notes))
     if cfg.plots:
         from lite_export.perf.plots import plot_curves
 
         for mode, name, point in (
-            ("inprocess", "bench_inprocess.png", "batch"),
-            ("http", "bench_http.png", "concurrency" if not cfg.rates else "rate_rps"),
+            ("inprocess", f"{cfg.name}_inprocess.png", "batch"),
+            ("http", f"{cfg.name}_http.png", "concurrency" if not cfg.rates else "rate_rps"),
         ):
             sel = [r for r in rows if r["mode"] == mode]
             if sel:

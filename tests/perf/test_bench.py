@@ -47,10 +47,12 @@ def bench_run(perf_artifact, tmp_path_factory):
             "--no-progress",
             "--out",
             str(out),
+            "--name",
+            "serve",  # the file stem (default "bench")
         ],
     )
     assert res.exit_code == 0, res.output
-    return out, res.output, json.loads((out / "bench.json").read_text())
+    return out, res.output, json.loads((out / "serve.json").read_text())
 
 
 def test_every_grid_point_is_measured(bench_run):
@@ -99,16 +101,16 @@ def test_table_json_line_and_notes(bench_run):
     last = json.loads(output.strip().splitlines()[-1])
     assert last["rows"] == len(rows)
     assert set(last["files"]) == {
-        str(out / f) for f in ("bench.json", "bench.md", "bench_inprocess.png", "bench_http.png")
+        str(out / f) for f in ("serve.json", "serve.md", "serve_inprocess.png", "serve_http.png")
     }
     if importlib.util.find_spec("tensorrt") is None:  # asked for, not installed: skipped, said so
         assert any(s.startswith("tensorrt skipped") for s in last["skipped"])
         assert "tensorrt" not in {r["engine"] for r in rows}
-    md = (out / "bench.md").read_text()
+    md = (out / "serve.md").read_text()
     assert md.count("| onnxruntime |") == len(HISTORIES) * (len(BATCHES) + len(CONCURRENCY))
 
 
-@pytest.mark.parametrize("name", ["bench_inprocess.png", "bench_http.png"])
+@pytest.mark.parametrize("name", ["serve_inprocess.png", "serve_http.png"])
 def test_plots_are_images(bench_run, name):
     from matplotlib.image import imread
 
@@ -129,6 +131,7 @@ def test_plots_are_images(bench_run, name):
         (["--histories", "x"], "--histories"),
         (["--k", "50"], "K=20"),
         (["--no-inprocess", "--no-http"], "nothing to measure"),
+        (["--name", "a/b"], "--name must be a plain file stem"),
     ],
 )
 def test_bad_options_are_clean_errors(perf_artifact, tmp_path, args, message):
