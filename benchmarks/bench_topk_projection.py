@@ -364,6 +364,8 @@ def run_exclusion_rows(args, base, dtype, esize, bw, arch) -> list[dict]:
 
     rows = []
     for N, d, B, k in EXCLUSION_SHAPES[:1] if args.quick else EXCLUSION_SHAPES:
+        row = {**base, "provider": "triton+exclude200", "N": N, "d": d, "B": B, "k": k}
+        row["dtype"] = args.dtype
         try:
             W = random_table(N, d, dtype, DEV, seed=7)
             b = torch.randn(N, device=DEV).to(dtype)
@@ -377,37 +379,16 @@ def run_exclusion_rows(args, base, dtype, esize, bw, arch) -> list[dict]:
                 functools.partial(topk_projection, h, W, b, k, ex), rep_ms=args.rep_ms
             )
             nbytes = N * d * esize + N * esize
-            rows.append(
-                {
-                    **base,
-                    "provider": "triton+exclude200",
-                    "N": N,
-                    "d": d,
-                    "B": B,
-                    "k": k,
-                    "dtype": args.dtype,
-                    **timing_fields(med, p99, n, nbytes, bw),
-                    "correct": clean,
-                }
-            )
+            row.update(timing_fields(med, p99, n, nbytes, bw), correct=clean)
             print(
                 f"exclude H=200 N={N} d={d} B={B} k={k}: {med:.3f} ms, excluded ids absent={clean}",
                 flush=True,
             )
             del W, b
         except Exception as e:
-            rows.append(
-                {
-                    **base,
-                    "provider": "triton+exclude200",
-                    "N": N,
-                    "d": d,
-                    "B": B,
-                    "k": k,
-                    "error": f"{type(e).__name__}: {str(e)[:300]}",
-                }
-            )
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             traceback.print_exc()
+        rows.append(row)
         torch.cuda.empty_cache()
     return rows
 

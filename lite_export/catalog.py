@@ -43,6 +43,9 @@ class ItemCatalog:
         if len(self._index) != len(self.ids):
             raise ValueError("ItemCatalog: external item ids must be unique")
 
+    def __contains__(self, external_id: object) -> bool:
+        return str(external_id) in self._index
+
     def __len__(self) -> int:
         return len(self.ids)
 

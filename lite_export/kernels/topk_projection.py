@@ -889,7 +889,8 @@ def _filter_path(h, W, b, k, ex, config, chunks, sample_stride):
     """Filter path: ``(scores, ids, ok)``, ``ok`` a per-row flag that the row is exact.
 
     Stage 1 appends every score at or above the row's sampled bound to a ``[B, cap]`` buffer
-    (an atomic counter per row); stage 2 is ``torch.topk`` over the filled part. A row is exact
+    (an atomic counter per row; unfilled slots hold the sentinel); stage 2 is ``torch.topk``
+    over the buffer. A row is exact
     when at least ``k`` of its items passed (then its top ``k`` all did) and none overflowed.
     """
     B = h.shape[0]
@@ -955,7 +956,13 @@ def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
         if cap is None:  # capture failed for this shape before: stay eager
             return None
     else:
-        cap = _capture(h, W, b, k, ex, config, chunks, sample_stride, B_pad, H_pad)
+        static_h = torch.zeros((B_pad, D), dtype=h.dtype, device=h.device)
+        static_ex = None
+        if ex is not None:
+            static_ex = torch.full(
+                (B_pad, H_pad), EXCLUDE_SENTINEL, dtype=torch.int64, device=h.device
+            )
+        cap = _capture(static_h, W, b, k, static_ex, config, chunks, sample_stride)
         _GRAPHS[key] = cap
         while len(_GRAPHS) > _MAX_GRAPHS:
             _GRAPHS.popitem(last=False)
@@ -969,22 +976,17 @@ def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
     return cap.scores[:B].clone(), cap.ids[:B].clone(), cap.ok[:B]
 
 
-def _capture(h, W, b, k, ex, config, chunks, sample_stride, B_pad, H_pad) -> _Captured | None:
-    B = h.shape[0]
-    static_h = torch.zeros((B_pad, h.shape[1]), dtype=h.dtype, device=h.device)
-    static_h[:B] = h
-    static_ex = None
-    if ex is not None:
-        static_ex = torch.full((B_pad, H_pad), EXCLUDE_SENTINEL, dtype=torch.int64, device=h.device)
-        static_ex[:B, : ex.shape[1]] = ex
+def _capture(static_h, W, b, k, static_ex, config, chunks, sample_stride) -> _Captured | None:
+    """Warm up and capture the filter path on the static input buffers (filled per call)."""
     args = (W, b, k, static_ex, config, chunks, sample_stride)
+    dev = static_h.device
     try:
         # Compile and warm up on a side stream (cuBLAS handles, Triton binaries), then capture.
-        side = torch.cuda.Stream(h.device)
-        side.wait_stream(torch.cuda.current_stream(h.device))
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
             _filter_path(static_h, *args)
-        torch.cuda.current_stream(h.device).wait_stream(side)
+        torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             scores, ids, ok = _filter_path(static_h, *args)

@@ -50,14 +50,12 @@ class ModelHandle:
         self.max_history, self.max_k = engine.max_history, engine.max_k
         self.load_seconds = load_seconds
         self.loaded_unix = time.time()
-        self._index = {ext: i for i, ext in enumerate(self.catalog.ids)}
         self._search = [
             f"{i}\n{t}".casefold()
             for i, t in zip(self.catalog.ids, self.catalog.titles, strict=True)
         ]
-        self._by_popularity = sorted(
-            range(len(self.catalog)), key=lambda i: (-self.catalog.popularity[i], i)
-        )
+        self._by_popularity = self.catalog.most_popular(len(self.catalog))[0]
+        self._popularity_rank = {i: r for r, i in enumerate(self._by_popularity)}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -102,7 +100,7 @@ class ModelHandle:
                 kind="validation",
             )
         warnings: list[str] = []
-        unknown = [h for h in history if h not in self._index]
+        unknown = [h for h in history if h not in self.catalog]
         dropped: list[str] = []
         if unknown:
             dropped = list(dict.fromkeys(unknown))
@@ -117,7 +115,7 @@ class ModelHandle:
                     kind="unknown_items",
                     unknown_ids=dropped,
                 )
-            history = [h for h in history if h in self._index]
+            history = [h for h in history if h in self.catalog]
             warnings.append(
                 f"dropped {len(unknown)} unknown item id(s) from the history: "
                 + ", ".join(repr(u) for u in dropped[:10])
@@ -154,7 +152,7 @@ class ModelHandle:
         if not q:
             hits = self._by_popularity[:limit]
         else:
-            rank = {i: r for r, i in enumerate(self._by_popularity)}
+            rank = self._popularity_rank
             found = [i for i, s in enumerate(self._search) if q in s]
 
             def key(i: int):
