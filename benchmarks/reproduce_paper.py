@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -38,6 +39,8 @@ if str(ROOT) not in sys.path:
 
 from lite_export.benchmarking import commit, machine  # noqa: E402
 
+MODEL_KEYS = ("lite", "no-item-llm", "sasrec", "flat", "generative")
+FLAT = "Lite-LLM4Rec, flat text tokens (no item LLM pooling)"
 METRIC_KEYS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)]
 PAPER = {
     "recall@10_gain_ml1m_percent": 46.8,
@@ -45,7 +48,6 @@ PAPER = {
     "inference_time_reduction_percent_2025": 99.48,
 }
 NOT_DONE = [
-    "ablation: items given to the rec LLM as flat text tokens (not implemented)",
     "generative peer with a pretrained LLM backbone and text prompts (P5 proper): ours is a "
     "random-init Llama over a 13-token id vocabulary, the same size class as our rec LLM",
 ]
@@ -56,7 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="CI-sized: small synthetic catalog")
-    p.add_argument("--data", default=None, help="synthetic (default with --quick) or ml-1m")
+    p.add_argument(
+        "--data", default=None, help="synthetic (default with --quick), ml-1m or amazon (Beauty)"
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--num-items", type=int, default=None, help="synthetic catalog size")
     p.add_argument("--num-users", type=int, default=None, help="synthetic user count")
@@ -65,6 +69,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lite-preset", default=None, help="tiny (quick) or small (MiniLM item LLM)")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--d-ff", type=int, default=None)
+    p.add_argument(
+        "--max-history",
+        type=int,
+        default=None,
+        help="items every model sees (default: the data set's maximum)",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODEL_KEYS,
+        default=list(MODEL_KEYS),
+        help="which trained rows to run (most-popular always)",
+    )
+    p.add_argument(
+        "--flat-max-tokens",
+        type=int,
+        default=24,
+        help="flat-text ablation: tokens kept per item text",
+    )
     p.add_argument("--epochs", type=int, default=None, help="Lite, SASRec and ablation epochs")
     p.add_argument("--gen-epochs", type=int, default=None)
     p.add_argument("--max-train-seconds", type=float, default=None, help="per model")
@@ -115,10 +138,15 @@ def load_data(args):
 
 
 def lite_configs(args, ds) -> dict:
-    """Model configs of every Lite-family row (name -> (LiteConfig, TrainConfig))."""
+    """Model configs of every Lite-family row (name -> (LiteConfig, TrainConfig)), in
+    ``--models`` order; Lite-LLM4Rec itself is always there (timing needs it)."""
     from lite_export.model.config import LiteConfig, TrainConfig
 
-    common = dict(max_history=ds.max_history, d_model=args.d_model, d_ff=args.d_ff)
+    common = dict(
+        max_history=min(args.max_history or ds.max_history, ds.max_history),
+        d_model=args.d_model,
+        d_ff=args.d_ff,
+    )
     train = dict(
         epochs=args.epochs,
         max_train_seconds=args.max_train_seconds,
@@ -132,13 +160,19 @@ def lite_configs(args, ds) -> dict:
     )
     sasrec = LiteConfig.from_name("sasrec", **common)
     sasrec_train = TrainConfig.from_name("sasrec", **{**train, "lr": 3e-3 if args.quick else None})
+    want = set(args.models)
     out = {"Lite-LLM4Rec": (lite, lite_train)}
     if _same_network(no_item_llm, sasrec) and lite_train == sasrec_train:
         # e.g. preset small vs sasrec at the same d: the ablation *is* SASRec, train it once
-        out["SASRec (= Lite-LLM4Rec w/o item LLM)"] = (sasrec, sasrec_train)
+        if want & {"no-item-llm", "sasrec"}:
+            out["SASRec (= Lite-LLM4Rec w/o item LLM)"] = (sasrec, sasrec_train)
     else:
-        out["Lite-LLM4Rec w/o item LLM (ids only)"] = (no_item_llm, lite_train)
-        out["SASRec"] = (sasrec, sasrec_train)
+        if "no-item-llm" in want:
+            out["Lite-LLM4Rec w/o item LLM (ids only)"] = (no_item_llm, lite_train)
+        if "sasrec" in want:
+            out["SASRec"] = (sasrec, sasrec_train)
+    if "flat" in want:
+        out[FLAT] = (lite, lite_train)
     return out
 
 
@@ -206,13 +240,16 @@ def measure_times(args, ds, split, models, gen, tmp, rows, phases) -> dict:
     probes = [[ds.item_ids[i] for i in h] for h, _ in split.test if h]
     rng = np.random.default_rng(args.seed)
     probes = [probes[i] for i in rng.permutation(len(probes))[: max(64, args.reps)]]
+    gen_name = f"generative + {args.num_beams}-beam search (PyTorch, HF generate)"
     engines = {
-        f"generative + {args.num_beams}-beam search (PyTorch, HF generate)": (
-            lambda h, k: gen.recommend(h, k=k)
-        ),
+        gen_name: (lambda h, k: gen.recommend(h, k=k)) if gen is not None else None,
         "Lite-LLM4Rec (PyTorch eager)": lambda h, k: lite_model.recommend(h, k=k),
         "Lite-LLM4Rec (ONNX Runtime, fp32)": lambda h, k: ort.recommend(h, k=k),
     }
+    if FLAT in models:
+        flat = models[FLAT][0]
+        engines[f"{FLAT} (PyTorch eager)"] = lambda h, k: flat.recommend(h, k=k)
+    engines = {name: fn for name, fn in engines.items() if fn is not None}
     timing = {}
     for name, fn in engines.items():
         t1 = time.perf_counter()
@@ -230,20 +267,38 @@ def measure_times(args, ds, split, models, gen, tmp, rows, phases) -> dict:
             }
         )
     phases["timing"] = round(time.perf_counter() - t0, 1)
-    gen_name = next(iter(engines))
     reductions = {}
-    for name in list(engines)[1:]:
+    pairs = [(name, gen_name, "generative") for name in engines if name != gen_name]
+    eager = "Lite-LLM4Rec (PyTorch eager)"
+    if f"{FLAT} (PyTorch eager)" in engines:
+        pairs.append((eager, f"{FLAT} (PyTorch eager)", "flat text tokens"))
+    for name, ref, label in pairs:
+        if ref not in timing or name == ref:
+            continue
         for key in ("b1_p50_ms", "b1_p99_ms", "b64_p50_ms"):
-            reductions[f"{name} vs generative, {key}"] = round(
-                100.0 * (1.0 - timing[name][key] / timing[gen_name][key]), 2
+            reductions[f"{name} vs {label}, {key}"] = round(
+                100.0 * (1.0 - timing[name][key] / timing[ref][key]), 2
             )
     return reductions
+
+
+def sequence_lengths(model, split) -> dict:
+    """Mean positions per test user the rec LLM reads: items (Lite-LLM4Rec) vs tokens (flat)."""
+    from lite_export.data.batching import pad_histories
+
+    n = model.config.num_items
+    ids = pad_histories([h for h, _ in split.test], model.config.max_history, n)
+    return {
+        "mean_items_per_user": round(float((ids != n).sum(1).float().mean()), 1),
+        "mean_tokens_per_user": round(float(model.tokens_per_user(ids).float().mean()), 1),
+    }
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
+    from lite_export.model.flat_text import FlatTextLite
     from lite_export.model.generative import (
         GenerativeRecommender,
         evaluate_generative,
@@ -251,6 +306,7 @@ def main(argv=None) -> dict:
     )
     from lite_export.model.lite_llm4rec import LiteLLM4Rec
     from lite_export.model.metrics import PROTOCOL
+    from lite_export.model.train import train_model
     from lite_export.model.workflow import (
         DataSpec,
         catalog_of,
@@ -298,9 +354,15 @@ def main(argv=None) -> dict:
         for name, (mcfg, tcfg) in configs.items():
             t0 = time.perf_counter()
             out = tmp / f"ckpt-{len(models)}"
-            model, result, _ = train_checkpoint(
-                spec, mcfg, tcfg, out, progress=False, data=(ds, split), log=None
-            )
+            if name == FLAT:
+                model = FlatTextLite.build(
+                    mcfg, cat, seed=tcfg.seed, max_item_tokens=args.flat_max_tokens
+                )
+                result = train_model(model, split, tcfg, progress=False, log=None)
+            else:
+                model, result, _ = train_checkpoint(
+                    spec, mcfg, tcfg, out, progress=False, data=(ds, split), log=None
+                )
             metrics = evaluate_split(model, eval_split, "test")
             phases[f"train+eval {name}"] = round(time.perf_counter() - t0, 1)
             print(f"   {name}: {metrics} ({phases[f'train+eval {name}']}s)", flush=True)
@@ -314,6 +376,7 @@ def main(argv=None) -> dict:
                     "epochs": result.epochs_run,
                     "best_epoch": result.best_epoch,
                     "config": {"model": mcfg.to_dict(), "train": tcfg.to_dict()},
+                    **(sequence_lengths(model, eval_split) if name == FLAT else {}),
                 }
             )
     else:
@@ -321,11 +384,16 @@ def main(argv=None) -> dict:
         model = LiteLLM4Rec.build(lite_cfg, cat, seed=args.seed)
         out = model.save_pretrained(tmp / "ckpt-lite")
         models["Lite-LLM4Rec"] = (model, out)
+        if FLAT in configs:
+            flat = FlatTextLite.build(
+                lite_cfg, cat, seed=args.seed, max_item_tokens=args.flat_max_tokens
+            )
+            models[FLAT] = (flat, None)
         phases["build Lite-LLM4Rec (seeded)"] = round(time.perf_counter() - t0, 1)
 
     gcfg = gen_config(args, ds, lite_cfg)
-    gen = GenerativeRecommender(gcfg, cat, seed=args.seed)
-    if not args.timing_only:
+    gen = GenerativeRecommender(gcfg, cat, seed=args.seed) if "generative" in args.models else None
+    if gen is not None and not args.timing_only:
         t0 = time.perf_counter()
         gtrain = train_generative(
             gen,
@@ -364,7 +432,7 @@ def main(argv=None) -> dict:
     acc = {r["model"]: r for r in rows if r["kind"] == "accuracy"}
     gen_key = f"generative + {args.num_beams}-beam search"
     summary = {"inference_time_reduction_percent": reductions, "paper": PAPER}
-    if "Lite-LLM4Rec" in acc and acc[gen_key]["recall@10"] > 0:
+    if "Lite-LLM4Rec" in acc and gen_key in acc and acc[gen_key]["recall@10"] > 0:
         summary["recall@10_gain_percent"] = round(
             100.0 * (acc["Lite-LLM4Rec"]["recall@10"] / acc[gen_key]["recall@10"] - 1.0), 1
         )
@@ -431,15 +499,30 @@ def render(res: dict) -> str:
             f"Protocol: {acc[0]['protocol']}. The generative peer bans the user's history "
             "items in its prefix trie and ranks by beam order; a target outside its beams is a miss.",
             "",
-            "| model | R@5 | R@10 | R@20 | N@5 | N@10 | N@20 | train s | epochs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | R@5 | R@10 | ±95% R@10 | R@20 | N@5 | N@10 | N@20 | train s | epochs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in acc:
+            vals = [f"{r[k]:.4f}" for k in METRIC_KEYS]
+            ci = 1.96 * math.sqrt(r["recall@10"] * (1 - r["recall@10"]) / m["eval_users"])
+            vals.insert(2, f"{ci:.4f}")
             lines.append(
                 f"| {r['model']} | "
-                + " | ".join(f"{r[k]:.4f}" for k in METRIC_KEYS)
+                + " | ".join(vals)
                 + f" | {r['train_seconds']} | {r['epochs']} |"
             )
+        lines += [
+            "",
+            "±95% R@10: half-width of the normal-approximation 95% interval of Recall@10 over "
+            f"{m['eval_users']} test users (binomial, 1.96·√(p(1−p)/n)).",
+        ]
+        for r in acc:
+            if "mean_tokens_per_user" in r:
+                lines.append(
+                    f"The flat-text model's rec LLM reads {r['mean_tokens_per_user']} positions per "
+                    f"test user where Lite-LLM4Rec reads {r['mean_items_per_user']} (one per item; "
+                    f"item texts cut at {m['args']['flat_max_tokens']} tokens)."
+                )
         pop = next((r for r in acc if r["model"] == "most-popular"), None)
         weak = [
             r["model"] for r in acc if pop and r is not pop and r["recall@10"] <= pop["recall@10"]

@@ -1,24 +1,49 @@
 #!/usr/bin/env bash
 # Reproduce the paper's claims (issue 7): accuracy against a generative recommender with
-# constrained beam search, and inference cost. See benchmarks/reproduce_paper.py --help.
+# constrained beam search, the ablations (item ids only; item texts as flat tokens), and
+# inference cost. See benchmarks/reproduce_paper.py --help.
 #
-#   bash benchmarks/reproduce_paper.sh --quick        # synthetic catalog, CI-sized (~1 min, 2 cores)
-#   bash benchmarks/reproduce_paper.sh                # ML-1M: inference time on ML-1M-shaped
-#                                                     # models, then a time-capped training run
-# Extra arguments go to every python call. DATA_DIR (default ../shared/data/ml-1m),
-# MAX_TRAIN_SECONDS (per model, default 150), EVAL_USERS (default 200) and THREADS (default 2)
-# override the full run.
+#   bash benchmarks/reproduce_paper.sh --quick   # synthetic catalog, CI-sized (~1 min, 2 cores)
+#   bash benchmarks/reproduce_paper.sh           # ML-1M and Amazon Beauty, one process per data
+#                                                # set pinned to its own core, each model
+#                                                # trained for the same wall-time budget
+# Extra arguments go to every python call. DATA_ROOT (default ../shared/data), MAX_TRAIN_SECONDS
+# (per model, default 600), MAX_HISTORY (default 50), EVAL_USERS (default 1000) and OUT
+# (default benchmarks/results) override the full run; SEQUENTIAL=1 runs the data sets one
+# after the other on every core instead (THREADS, default 2). Last, inference time at ML-1M's
+# full 200-item history with seeded weights (paper_reproduction_ml1m_timing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-2}
-export OMP_NUM_THREADS=$THREADS
 if [[ " $* " == *" --quick "* ]]; then
-  python benchmarks/reproduce_paper.py --threads "$THREADS" "$@"
+  THREADS=${THREADS:-2}
+  OMP_NUM_THREADS=$THREADS python benchmarks/reproduce_paper.py --threads "$THREADS" "$@"
   exit 0
 fi
-DATA_DIR=${DATA_DIR:-../shared/data/ml-1m}
-python benchmarks/reproduce_paper.py --data ml-1m --data-dir "$DATA_DIR" --timing-only --reps 30 --reps64 3 \
-  --stem paper_reproduction_ml1m_timing --threads "$THREADS" "$@"
-python benchmarks/reproduce_paper.py --data ml-1m --data-dir "$DATA_DIR" \
-  --max-train-seconds "${MAX_TRAIN_SECONDS:-150}" --eval-users "${EVAL_USERS:-200}" --no-timing \
-  --stem paper_reproduction_ml1m --threads "$THREADS" "$@"
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+OUT=${OUT:-benchmarks/results}
+common=(--max-history "${MAX_HISTORY:-50}" --max-train-seconds "${MAX_TRAIN_SECONDS:-600}"
+  --epochs 200 --gen-epochs 200 --eval-users "${EVAL_USERS:-1000}" --reps 30 --reps64 3
+  --out "$OUT")
+run() {  # run CORE STEM DATA DIR...
+  local core=$1 stem=$2; shift 2
+  if [[ -n "${SEQUENTIAL:-}" ]]; then
+    OMP_NUM_THREADS=${THREADS:-2} python benchmarks/reproduce_paper.py "$@" "${common[@]}" \
+      --threads "${THREADS:-2}" --stem "$stem"
+  else
+    OMP_NUM_THREADS=1 taskset -c "$core" python benchmarks/reproduce_paper.py "$@" "${common[@]}" \
+      --threads 1 --stem "$stem"
+  fi
+}
+if [[ -n "${SEQUENTIAL:-}" ]]; then
+  run 0 paper_reproduction_ml1m --data ml-1m --data-dir "$DATA_ROOT/ml-1m" "$@"
+  run 1 paper_reproduction_beauty --data amazon --data-dir "$DATA_ROOT/amazon-beauty" "$@"
+else
+  run 0 paper_reproduction_ml1m --data ml-1m --data-dir "$DATA_ROOT/ml-1m" "$@" & ml=$!
+  run 1 paper_reproduction_beauty --data amazon --data-dir "$DATA_ROOT/amazon-beauty" "$@" & beauty=$!
+  wait "$ml"
+  wait "$beauty"
+fi
+# inference time at ML-1M's full history (200 items; seeded weights: cost depends on shapes only)
+OMP_NUM_THREADS=${THREADS:-2} python benchmarks/reproduce_paper.py --data ml-1m \
+  --data-dir "$DATA_ROOT/ml-1m" --timing-only --reps 30 --reps64 3 --threads "${THREADS:-2}" \
+  --out "$OUT" --stem paper_reproduction_ml1m_timing "$@"

@@ -608,6 +608,12 @@ _SAMPLE_STRIDE = 64
 #: ... and takes at least the 16th best sampled score as each row's bound: about 16 * 64 = 1024
 #: of N items pass per row, and fewer than k pass with probability ~Poisson(16) <= k/64.
 _SAMPLE_RANK_MIN = 16
+#: The j-th best is taken among the maxima of ``_SAMPLE_GROUPS_PER_RANK * j`` groups of samples
+#: (a max-reduction, then top-j of a few dozen values) instead of a top-j over all S samples:
+#: torch.topk(16) over 16k values is a multi-pass radix select (~50-60 us on an H200, the
+#: largest fixed cost of the path). The j-th best group maximum is at most the j-th best sample,
+#: so slightly more items pass (about 12% more for j=16, 64 groups); any bound is correct.
+_SAMPLE_GROUPS_PER_RANK = 4
 
 #: Counters for benchmarks and tests: calls per path, rows the filter path handed to the exact one.
 STATS = {"exact_calls": 0, "filter_calls": 0, "filter_fallback_rows": 0}
@@ -860,9 +866,10 @@ def sample_bound(
 ) -> tuple[torch.Tensor, int]:
     """Per-row admission bound for the filter path, and the candidate capacity per row.
 
-    Scores every ``stride``-th item (cuBLAS on a strided view of ``W``: no copy) and returns the
-    ``j``-th best sampled score per row, ``j = max(16, 2k * S / N)`` for ``S`` sampled items, so
-    about ``j * N / S`` items per row score at least as high. Any bound is *correct* (the caller
+    Scores every ``stride``-th item (cuBLAS on a strided view of ``W``: no copy) and returns,
+    per row, the ``j``-th best of the maxima of ``4j`` groups of the sampled scores,
+    ``j = max(16, 2k * S / N)`` for ``S`` sampled items (the ``j``-th best sample itself when
+    ``S < 8j``), so about ``j * N / S`` items per row score at least as high. Any bound is *correct* (the caller
     checks that at least ``k`` and at most ``cap`` items passed); this one makes the check pass
     almost always while the candidate buffer stays ~0.1% of ``[B, N]``.
     """
@@ -878,9 +885,15 @@ def sample_bound(
     else:
         s = (h @ Ws.T).float() + b[::stride].float()
     j = min(S, max(_SAMPLE_RANK_MIN, -(-2 * k * S // N)))
+    groups = _SAMPLE_GROUPS_PER_RANK * j
     # In the table's dtype: the bound only has to be *a* bound (the caller checks the counts).
+    if 2 * groups <= S:
+        per = S // groups  # the last S % groups samples are left out of the bound
+        s = s[:, : per * groups].reshape(s.shape[0], groups, per).amax(dim=2)
+        expected = 1.25 * j * N / S  # the group-maxima bound lets a few more through
+    else:
+        expected = j * N / S
     thr = torch.topk(s, j, dim=1).values[:, -1].float().contiguous()
-    expected = j * N / S
     cap = min(max(k, N), _next_pow2(int(3 * expected) + k))
     return thr, cap
 

@@ -38,6 +38,7 @@ def test_quick_pipeline_writes_every_expected_field(tmp_path):
         "Lite-LLM4Rec",
         "Lite-LLM4Rec w/o item LLM (ids only)",
         "SASRec",
+        mod.FLAT,
         "generative + 20-beam search",
     }
     assert set(acc) == expected
@@ -48,11 +49,29 @@ def test_quick_pipeline_writes_every_expected_field(tmp_path):
     assert acc["Lite-LLM4Rec w/o item LLM (ids only)"]["config"]["model"]["item_llm"] is None
     assert acc["Lite-LLM4Rec"]["config"]["model"]["item_llm"] is not None
 
+    flat = acc[mod.FLAT]
+    assert flat["mean_tokens_per_user"] > flat["mean_items_per_user"] > 0
+    assert "positions per test user" in (tmp_path / "t.md").read_text()
+
     timing = [r for r in res["rows"] if r["kind"] == "timing"]
-    assert len(timing) == 3
+    assert len(timing) == 4
     for r in timing:
         assert r["b1_p50_ms"] > 0 and r["b1_p99_ms"] >= r["b1_p50_ms"]
         assert r["b64_p50_ms"] > 0 and r["b64_batch"] == 64
     reductions = res["summary"]["inference_time_reduction_percent"]
-    assert len(reductions) == 6 and all(v < 100.0 for v in reductions.values())
+    # three engines against the generative peer, and Lite-LLM4Rec against the flat ablation
+    assert len(reductions) == 12 and all(v < 100.0 for v in reductions.values())
+    assert any(k.endswith("vs flat text tokens, b1_p50_ms") for k in reductions)
     assert "recall@10_gain_percent" in res["summary"]
+
+
+def test_models_subset_trains_only_what_is_asked(tmp_path):
+    mod = _module()
+    argv = ["--quick", "--num-items", "60", "--num-users", "50", "--epochs", "1", "--no-timing"]
+    argv += ["--models", "lite", "flat", "--max-history", "8", "--out", str(tmp_path)]
+    res = mod.main([*argv, "--stem", "s"])
+    acc = {r["model"] for r in res["rows"] if r["kind"] == "accuracy"}
+    assert acc == {"most-popular", "Lite-LLM4Rec", mod.FLAT}
+    lite = next(r for r in res["rows"] if r["model"] == "Lite-LLM4Rec")
+    assert lite["config"]["model"]["max_history"] == 8
+    assert "recall@10_gain_percent" not in res["summary"]  # no generative row to compare with
