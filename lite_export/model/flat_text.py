@@ -90,17 +90,10 @@ class FlatTextLite(LiteLLM4Rec):
         self.register_buffer("item_tokens", item_tokens, persistent=False)  # [N + 1, T]
         self.register_buffer("item_lengths", item_lengths, persistent=False)  # [N + 1]
         self.adapter = nn.Linear(token_vectors.shape[1], d)
-        self.id_embedding = (
-            nn.Embedding(n + 1, d, padding_idx=n) if config.use_id_embedding else None
-        )
-        self.emb_dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(d, n)
+        self._add_rec_llm_io(n, d)
         self.item_llm = None
         object.__setattr__(self, "_item_llm_to_save", None)
         self.item_tokenizer = None
-        token_emb = backbone.get_input_embeddings()
-        if token_emb is not None:
-            token_emb.weight.requires_grad_(False)
 
     @classmethod
     def build(

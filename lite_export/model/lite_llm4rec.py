@@ -98,18 +98,22 @@ class LiteLLM4Rec(nn.Module):
             table = torch.cat([item_vectors.float(), torch.zeros(1, d_item)])  # [N+1, Di]
             self.register_buffer("item_vectors", table, persistent=False)
             self.adapter = nn.Linear(d_item, d)
-        self.id_embedding = (
-            nn.Embedding(n + 1, d, padding_idx=n) if config.use_id_embedding else None
-        )
-        self.emb_dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(d, n)  # scores every catalog item in one step
+        self._add_rec_llm_io(n, d)
         # the item LLM itself is kept only when it is fine-tuned or must be saved (tiny-random)
         self.item_llm = item_llm if config.finetune_item_llm else None
         # kept outside the module tree: a frozen item LLM is saved with the checkpoint, not trained
         object.__setattr__(self, "_item_llm_to_save", item_llm)
         self.item_tokenizer = item_tokenizer
-        # the backbone's token embedding is never used (inputs arrive as inputs_embeds)
-        token_emb = backbone.get_input_embeddings()
+
+    def _add_rec_llm_io(self, n: int, d: int) -> None:
+        """The item-id embedding (when configured), input dropout and the ``Linear(d, N)`` head;
+        freezes the backbone's token embedding, never used (inputs arrive as ``inputs_embeds``)."""
+        self.id_embedding = (
+            nn.Embedding(n + 1, d, padding_idx=n) if self.config.use_id_embedding else None
+        )
+        self.emb_dropout = nn.Dropout(self.config.dropout)
+        self.head = nn.Linear(d, n)  # scores every catalog item in one step
+        token_emb = self.backbone.get_input_embeddings()
         if token_emb is not None:
             token_emb.weight.requires_grad_(False)
 
