@@ -80,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs="+",
         choices=MODEL_KEYS,
         default=list(MODEL_KEYS),
-        help="which trained rows to run (most-popular always)",
+        help="which trained rows to run (most-popular always; lite too unless --no-timing)",
     )
     p.add_argument(
         "--flat-max-tokens",
@@ -93,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-train-seconds", type=float, default=None, help="per model")
     p.add_argument("--gen-max-history", type=int, default=None, help="items in the prompt")
     p.add_argument("--eval-users", type=int, default=None, help="cap on test users (all: None)")
+    p.add_argument(
+        "--valid-users",
+        type=int,
+        default=None,
+        help="validation users for per-epoch model selection (all: None)",
+    )
     p.add_argument("--num-beams", type=int, default=20)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--reps", type=int, default=None, help="timed batch-1 calls")
@@ -139,7 +145,9 @@ def load_data(args):
 
 def lite_configs(args, ds) -> dict:
     """Model configs of every Lite-family row (name -> (LiteConfig, TrainConfig)), in
-    ``--models`` order; Lite-LLM4Rec itself is always there (timing needs it)."""
+    ``--models`` order; Lite-LLM4Rec's is always there (its config sizes the generative peer, and
+    timing needs the model: it is trained unless ``--models`` leaves it out under
+    ``--no-timing``)."""
     from lite_export.model.config import LiteConfig, TrainConfig
 
     common = dict(
@@ -331,11 +339,14 @@ def main(argv=None) -> dict:
     if args.eval_users and len(test) > args.eval_users:
         rng = np.random.default_rng(args.seed)
         test = [test[i] for i in sorted(rng.choice(len(test), args.eval_users, replace=False))]
-    eval_split = type(split)(
-        train=split.train, valid=split.valid, test=test, popularity=split.popularity
-    )
+    valid = split.valid
+    if args.valid_users and len(valid) > args.valid_users:  # model selection on a fixed subset
+        rng = np.random.default_rng(args.seed + 1)
+        valid = [valid[i] for i in sorted(rng.choice(len(valid), args.valid_users, replace=False))]
+    eval_split = type(split)(train=split.train, valid=valid, test=test, popularity=split.popularity)
     rows: list[dict] = []
     phases: dict[str, float] = {}
+    n_train = max(1, sum(len(seq) >= 2 for seq in split.train))  # training examples per epoch
 
     # ------------------------------------------------------------------ accuracy
     models: dict[str, object] = {}
@@ -352,16 +363,18 @@ def main(argv=None) -> dict:
             }
         )
         for name, (mcfg, tcfg) in configs.items():
+            if name == "Lite-LLM4Rec" and "lite" not in args.models and args.no_timing:
+                continue  # not asked for, and no timing row needs it
             t0 = time.perf_counter()
             out = tmp / f"ckpt-{len(models)}"
             if name == FLAT:
                 model = FlatTextLite.build(
                     mcfg, cat, seed=tcfg.seed, max_item_tokens=args.flat_max_tokens
                 )
-                result = train_model(model, split, tcfg, progress=False, log=None)
+                result = train_model(model, eval_split, tcfg, progress=False, log=None)
             else:
                 model, result, _ = train_checkpoint(
-                    spec, mcfg, tcfg, out, progress=False, data=(ds, split), log=None
+                    spec, mcfg, tcfg, out, progress=False, data=(ds, eval_split), log=None
                 )
             metrics = evaluate_split(model, eval_split, "test")
             phases[f"train+eval {name}"] = round(time.perf_counter() - t0, 1)
@@ -374,6 +387,9 @@ def main(argv=None) -> dict:
                     **{k: round(metrics[k], 5) for k in METRIC_KEYS},
                     "train_seconds": round(result.train_seconds, 1),
                     "epochs": result.epochs_run,
+                    "epochs_done": round(
+                        sum(row.get("examples", 0) for row in result.history) / n_train, 2
+                    ),
                     "best_epoch": result.best_epoch,
                     "config": {"model": mcfg.to_dict(), "train": tcfg.to_dict()},
                     **(sequence_lengths(model, eval_split) if name == FLAT else {}),
@@ -417,6 +433,9 @@ def main(argv=None) -> dict:
                 **{k: round(gmetrics[k], 5) for k in METRIC_KEYS},
                 "train_seconds": round(gtrain["train_seconds"], 1),
                 "epochs": gtrain["epochs_run"],
+                "epochs_done": round(
+                    sum(row["examples"] for row in gtrain["history"]) / n_train, 2
+                ),
                 "best_epoch": gtrain["epochs_run"],
                 "loss_history": gtrain["history"],
                 "config": gcfg.to_dict(),
@@ -509,7 +528,7 @@ def render(res: dict) -> str:
             lines.append(
                 f"| {r['model']} | "
                 + " | ".join(vals)
-                + f" | {r['train_seconds']} | {r['epochs']} |"
+                + f" | {r['train_seconds']} | {r.get('epochs_done', r['epochs'])} |"
             )
         lines += [
             "",

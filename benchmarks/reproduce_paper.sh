@@ -22,7 +22,8 @@ fi
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 OUT=${OUT:-benchmarks/results}
 common=(--max-history "${MAX_HISTORY:-50}" --max-train-seconds "${MAX_TRAIN_SECONDS:-600}"
-  --epochs 200 --gen-epochs 200 --eval-users "${EVAL_USERS:-1000}" --reps 30 --reps64 3
+  --epochs 200 --gen-epochs 200 --eval-users "${EVAL_USERS:-1000}" --valid-users "${EVAL_USERS:-1000}"
+  --reps 30 --reps64 3
   --out "$OUT")
 run() {  # run CORE STEM DATA DIR...
   local core=$1 stem=$2; shift 2

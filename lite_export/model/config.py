@@ -100,7 +100,8 @@ class TrainConfig:
     loss: str = "full"  # full | sampled
     num_negatives: int = 1024  # shared uniform negatives for sampled softmax
     seed: int = 0
-    # stop after the epoch that crosses this budget; on one process the LR schedule then follows
+    # stop after the epoch that crosses this budget (on one process, mid-epoch as soon as it is
+    # crossed; that partial epoch is still validated); on one process the LR schedule follows
     # wall time (so it anneals within the budget) and runs are no longer bit-reproducible
     max_train_seconds: float | None = None
     extra: dict = field(default_factory=dict)

@@ -119,6 +119,8 @@ def train_model(
                 loss_sum += loss.item() * batch["item_ids"].shape[0]
                 seen += batch["item_ids"].shape[0]
                 bar.update(task, advance=1, loss=loss_sum / seen)
+                if budget and time.perf_counter() - start > budget:
+                    break  # an epoch longer than what is left of the budget ends here
             bar.remove_task(task)
             # per-rank mean loss and example count, gathered so rank 0 can log every rank
             stats = torch.tensor([loss_sum / max(seen, 1), float(seen)], device=acc.device)
@@ -137,6 +139,7 @@ def train_model(
             elapsed = time.perf_counter() - start
             row = {
                 "epoch": epoch,
+                "examples": sum(int(r[1]) for r in per_rank),  # fewer when the budget cut it
                 "loss": sum(r[0] * r[1] for r in per_rank) / max(1.0, sum(r[1] for r in per_rank)),
                 "rank_loss": [r[0] for r in per_rank],
                 "rank_examples": [int(r[1]) for r in per_rank],

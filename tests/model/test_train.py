@@ -132,3 +132,24 @@ def test_finetuned_item_llm_vectors_are_refreshed_and_saved(synthetic, tmp_path)
     torch.testing.assert_close(model.item_vectors[:-1], fresh)
     loaded = LiteLLM4Rec.from_pretrained(tmp_path / "ft")
     torch.testing.assert_close(loaded.item_vectors, model.item_vectors)
+
+
+def test_a_time_budget_shorter_than_an_epoch_stops_mid_epoch(synthetic):
+    from accelerate import Accelerator
+
+    from lite_export.model.lite_llm4rec import LiteLLM4Rec
+    from lite_export.model.train import train_model
+    from lite_export.model.workflow import catalog_of
+
+    ds, split = synthetic
+    model = LiteLLM4Rec.build(
+        LiteConfig.from_name("tiny", d_model=32, d_ff=64, max_history=20), catalog_of(ds, split)
+    )
+    cfg = TrainConfig.from_name("tiny", epochs=3, batch_size=16, max_train_seconds=1e-6)
+    result = train_model(
+        model, split, cfg, accelerator=Accelerator(cpu=True), progress=False, log=None
+    )
+    # one batch, then the budget is spent: that partial epoch is validated and training ends
+    assert result.epochs_run == 1 and len(result.history) == 1
+    assert result.history[0]["examples"] == 16 < sum(len(s) >= 2 for s in split.train)
+    assert result.best_epoch == 1 and "ndcg@10" in result.best_valid

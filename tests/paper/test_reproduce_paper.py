@@ -75,3 +75,8 @@ def test_models_subset_trains_only_what_is_asked(tmp_path):
     lite = next(r for r in res["rows"] if r["model"] == "Lite-LLM4Rec")
     assert lite["config"]["model"]["max_history"] == 8
     assert "recall@10_gain_percent" not in res["summary"]  # no generative row to compare with
+    # without timing, Lite-LLM4Rec itself can be left out (a run of one peer alone)
+    argv = ["--quick", "--num-items", "60", "--num-users", "50", "--gen-epochs", "1", "--no-timing"]
+    res = mod.main([*argv, "--models", "generative", "--out", str(tmp_path), "--stem", "g"])
+    acc = {r["model"] for r in res["rows"] if r["kind"] == "accuracy"}
+    assert acc == {"most-popular", "generative + 20-beam search"}
