@@ -499,7 +499,7 @@ def render(res: dict) -> str:
     lines = [
         f"# Reproducing the paper ({m['mode']} mode; {m['data']['dataset']})",
         "",
-        f"`{m['command']}` — {m['machine']}, {m['threads']} threads, commit {m['commit']}, "
+        f"`{m['command']}` — {m['machine']}, {m['threads']} thread(s), commit {m['commit']}, "
         f"wall {m['wall_seconds']} s (load average at the end {m['load_average_at_end'][0]:.1f}).",
         f"Data: {m['data']['users']} users, {m['data']['items']} items, "
         f"{m['data']['interactions']} interactions"
@@ -547,24 +547,33 @@ def render(res: dict) -> str:
             r["model"] for r in acc if pop and r is not pop and r["recall@10"] <= pop["recall@10"]
         ]
         cap = m["args"].get("max_train_seconds")
+        threads = f"{m['threads']} CPU thread" + ("s" if m["threads"] != 1 else "")
+        if m["mode"] == "quick":
+            caveat = (
+                "quick mode is CI-sized synthetic data: these numbers check the pipeline, they "
+                "are not evidence for or against the paper's ML-1M claim."
+            )
+        elif cap:
+            caveat = (
+                f"every model had the same training budget, {cap:g} s on {threads}, and was "
+                f"evaluated on the same {m['eval_users']} test users: a comparison at equal "
+                "compute, far from convergence (`epochs` is how many passes over the training "
+                "users each got; compare quality.md), not a test of converged accuracy."
+            )
+        else:
+            caveat = f"{m['eval_users']} test users; epochs as configured."
         lines += [
             "",
             "**Caveat:** "
-            + (
-                "quick mode is CI-sized synthetic data: these numbers check the pipeline, they "
-                "are not evidence for or against the paper's ML-1M claim."
-                if m["mode"] == "quick"
-                else f"training capped at {cap} s per model on {m['threads']} CPU threads and "
-                f"{m['eval_users']} test users: far from convergence (compare quality.md), so this "
-                "table is not a test of the paper's accuracy claim."
-            )
-            + (f" At or below most-popular on Recall@10: {', '.join(weak)}." if weak else ""),
+            + caveat
+            + (f" At or below most-popular on Recall@10: {'; '.join(weak)}." if weak else ""),
         ]
         s = res["summary"]
-        if "recall@10_gain_percent" in s and weak:
+        gen_row = next((r["model"] for r in acc if r["model"].startswith("generative")), None)
+        if "recall@10_gain_percent" in s and ({"Lite-LLM4Rec", gen_row} & set(weak)):
             lines += [
                 "",
-                "Lite-LLM4Rec vs generative: not reported while a model is at or below "
+                "Lite-LLM4Rec vs generative: not reported while either is at or below "
                 "most-popular (the gain would be noise).",
             ]
         elif "recall@10_gain_percent" in s:
