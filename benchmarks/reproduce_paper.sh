@@ -11,7 +11,8 @@
 # (per model, default 600), MAX_HISTORY (default 50), EVAL_USERS (default 1000) and OUT
 # (default benchmarks/results) override the full run; SEQUENTIAL=1 runs the data sets one
 # after the other on every core instead (THREADS, default 2). Last, inference time at ML-1M's
-# full 200-item history with seeded weights (paper_reproduction_ml1m_timing).
+# full 200-item history with seeded weights (paper_reproduction_ml1m_timing). LONG=1 adds
+# Lite-LLM4Rec vs the generative peer on ML-1M at twice the budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ " $* " == *" --quick "* ]]; then
@@ -43,6 +44,20 @@ else
   run 1 paper_reproduction_beauty --data amazon --data-dir "$DATA_ROOT/amazon-beauty" "$@" & beauty=$!
   wait "$ml"
   wait "$beauty"
+fi
+# LONG=1: Lite-LLM4Rec and the generative peer alone on ML-1M with twice the budget, one core each
+if [[ -n "${LONG:-}" ]]; then
+  long_s=$((2 * ${MAX_TRAIN_SECONDS:-600}))
+  long=(--data ml-1m --data-dir "$DATA_ROOT/ml-1m" --max-history "${MAX_HISTORY:-50}"
+    --max-train-seconds "$long_s" --epochs 400 --gen-epochs 400
+    --eval-users "${EVAL_USERS:-1000}" --valid-users "${EVAL_USERS:-1000}" --no-timing --threads 1
+    --out "$OUT")
+  OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/reproduce_paper.py "${long[@]}" --models lite \
+    --stem "paper_reproduction_ml1m_${long_s}s_lite" "$@" & lite=$!
+  OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/reproduce_paper.py "${long[@]}" \
+    --models generative --stem "paper_reproduction_ml1m_${long_s}s_generative" "$@" & gen=$!
+  wait "$lite"
+  wait "$gen"
 fi
 # inference time at ML-1M's full history (200 items; seeded weights: cost depends on shapes only)
 OMP_NUM_THREADS=${THREADS:-2} python benchmarks/reproduce_paper.py --data ml-1m \
