@@ -254,9 +254,10 @@ def measure_times(args, ds, split, models, gen, tmp, rows, phases) -> dict:
         "Lite-LLM4Rec (PyTorch eager)": lambda h, k: lite_model.recommend(h, k=k),
         "Lite-LLM4Rec (ONNX Runtime, fp32)": lambda h, k: ort.recommend(h, k=k),
     }
+    flat_name = f"{FLAT} (PyTorch eager)"
     if FLAT in models:
         flat = models[FLAT][0]
-        engines[f"{FLAT} (PyTorch eager)"] = lambda h, k: flat.recommend(h, k=k)
+        engines[flat_name] = lambda h, k: flat.recommend(h, k=k)
     engines = {name: fn for name, fn in engines.items() if fn is not None}
     timing = {}
     for name, fn in engines.items():
@@ -277,17 +278,24 @@ def measure_times(args, ds, split, models, gen, tmp, rows, phases) -> dict:
     phases["timing"] = round(time.perf_counter() - t0, 1)
     reductions = {}
     pairs = [(name, gen_name, "generative") for name in engines if name != gen_name]
-    eager = "Lite-LLM4Rec (PyTorch eager)"
-    if f"{FLAT} (PyTorch eager)" in engines:
-        pairs.append((eager, f"{FLAT} (PyTorch eager)", "flat text tokens"))
+    if gen_name not in engines:
+        pairs = []
+    if flat_name in engines:
+        pairs.append(("Lite-LLM4Rec (PyTorch eager)", flat_name, "flat text tokens"))
     for name, ref, label in pairs:
-        if ref not in timing or name == ref:
-            continue
         for key in ("b1_p50_ms", "b1_p99_ms", "b64_p50_ms"):
             reductions[f"{name} vs {label}, {key}"] = round(
                 100.0 * (1.0 - timing[name][key] / timing[ref][key]), 2
             )
     return reductions
+
+
+def _subsample(examples: list, n: int | None, seed: int) -> list:
+    """``n`` examples drawn without replacement (in their original order), or all of them."""
+    if not n or len(examples) <= n:
+        return examples
+    keep = np.random.default_rng(seed).choice(len(examples), n, replace=False)
+    return [examples[i] for i in sorted(keep)]
 
 
 def sequence_lengths(model, split) -> dict:
@@ -335,14 +343,8 @@ def main(argv=None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="reproduce_paper_"))
     configs = lite_configs(args, ds)
     lite_cfg = configs["Lite-LLM4Rec"][0]
-    test = split.test
-    if args.eval_users and len(test) > args.eval_users:
-        rng = np.random.default_rng(args.seed)
-        test = [test[i] for i in sorted(rng.choice(len(test), args.eval_users, replace=False))]
-    valid = split.valid
-    if args.valid_users and len(valid) > args.valid_users:  # model selection on a fixed subset
-        rng = np.random.default_rng(args.seed + 1)
-        valid = [valid[i] for i in sorted(rng.choice(len(valid), args.valid_users, replace=False))]
+    test = _subsample(split.test, args.eval_users, args.seed)
+    valid = _subsample(split.valid, args.valid_users, args.seed + 1)  # model selection subset
     eval_split = type(split)(train=split.train, valid=valid, test=test, popularity=split.popularity)
     rows: list[dict] = []
     phases: dict[str, float] = {}
@@ -388,7 +390,7 @@ def main(argv=None) -> dict:
                     "train_seconds": round(result.train_seconds, 1),
                     "epochs": result.epochs_run,
                     "epochs_done": round(
-                        sum(row.get("examples", 0) for row in result.history) / n_train, 2
+                        sum(sum(row["rank_examples"]) for row in result.history) / n_train, 2
                     ),
                     "best_epoch": result.best_epoch,
                     "config": {"model": mcfg.to_dict(), "train": tcfg.to_dict()},

@@ -869,9 +869,9 @@ def sample_bound(
     Scores every ``stride``-th item (cuBLAS on a strided view of ``W``: no copy) and returns,
     per row, the ``j``-th best of the maxima of ``4j`` groups of the sampled scores,
     ``j = max(16, 2k * S / N)`` for ``S`` sampled items (the ``j``-th best sample itself when
-    ``S < 8j``), so about ``j * N / S`` items per row score at least as high. Any bound is *correct* (the caller
-    checks that at least ``k`` and at most ``cap`` items passed); this one makes the check pass
-    almost always while the candidate buffer stays ~0.1% of ``[B, N]``.
+    ``S < 8j``), so about ``j * N / S`` items per row score at least as high. Any bound is
+    *correct* (the caller checks that at least ``k`` and at most ``cap`` items passed); this
+    one makes the check pass almost always while the candidate buffer stays ~0.1% of ``[B, N]``.
     """
     N = W.shape[0]
     if stride is None:

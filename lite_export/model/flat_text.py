@@ -121,7 +121,7 @@ class FlatTextLite(LiteLLM4Rec):
         else:
             item_llm, tokenizer = load_item_llm(config.item_llm)
         vocab, tokens, lengths = item_token_table(tokenizer, catalog.texts, max_item_tokens)
-        token_vectors = item_llm.get_input_embeddings().weight.detach()[vocab].float().clone()
+        token_vectors = item_llm.get_input_embeddings().weight.detach()[vocab].float()
         del item_llm
         # positions are tokens now: the backbone's position range covers L items x T tokens
         backbone_cfg = replace(config, max_history=config.max_history * tokens.shape[1])

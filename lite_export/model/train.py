@@ -139,7 +139,6 @@ def train_model(
             elapsed = time.perf_counter() - start
             row = {
                 "epoch": epoch,
-                "examples": sum(int(r[1]) for r in per_rank),  # fewer when the budget cut it
                 "loss": sum(r[0] * r[1] for r in per_rank) / max(1.0, sum(r[1] for r in per_rank)),
                 "rank_loss": [r[0] for r in per_rank],
                 "rank_examples": [int(r[1]) for r in per_rank],

@@ -256,18 +256,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True, console=None) -> BenchRes
         disable=not progress,
     )
     with bar:
-        if cfg.inprocess:
-            task = bar.add_task("in process", total=n_in)
+        for enabled, label, total, measure in (
+            (cfg.inprocess, "in process", n_in, _inprocess),
+            (cfg.http, "HTTP", n_http, _http),
+        ):
+            if not enabled:
+                continue
+            task = bar.add_task(label, total=total)
             for art in arts:
                 for name in engines[art.path]:
                     for threads in cfg.threads:
-                        rows += _inprocess(art, name, threads, cfg, meta, bar, task, loadavg)
-        if cfg.http:
-            task = bar.add_task("HTTP", total=n_http)
-            for art in arts:
-                for name in engines[art.path]:
-                    for threads in cfg.threads:
-                        rows += _http(art, name, threads, cfg, meta, bar, task, loadavg)
+                        rows += measure(art, name, threads, cfg, meta, bar, task, loadavg)
     files = write_results(rows, cfg, notes)
     return BenchResult(rows, files, notes)
 

@@ -151,5 +151,5 @@ def test_a_time_budget_shorter_than_an_epoch_stops_mid_epoch(synthetic):
     )
     # one batch, then the budget is spent: that partial epoch is validated and training ends
     assert result.epochs_run == 1 and len(result.history) == 1
-    assert result.history[0]["examples"] == 16 < sum(len(s) >= 2 for s in split.train)
+    assert sum(result.history[0]["rank_examples"]) == 16 < sum(len(s) >= 2 for s in split.train)
     assert result.best_epoch == 1 and "ndcg@10" in result.best_valid
