@@ -226,8 +226,8 @@ def row_plan(quick: bool) -> list[tuple[int, int, list[tuple[int, int]]]]:
 
 
 def run_gpu(args) -> list[dict]:
-    from lite_export.kernels import topk_projection as tp_mod  # noqa: F401 - import check first
-    from lite_export.kernels.topk_projection import (
+    from lite_export.kernels import fused as tp_mod  # noqa: F401 - import check first
+    from lite_export.kernels.fused import (
         FILTER_MIN_N,
         STATS,
         heuristic_config,
@@ -360,7 +360,7 @@ def run_gpu(args) -> list[dict]:
 
 def run_exclusion_rows(args, base, dtype, esize, bw, arch) -> list[dict]:
     """Cost of in-kernel history exclusion (H=200 ids per row) on two target shapes."""
-    from lite_export.kernels.topk_projection import topk_projection
+    from lite_export.kernels.fused import topk_projection
 
     rows = []
     for N, d, B, k in EXCLUSION_SHAPES[:1] if args.quick else EXCLUSION_SHAPES:
@@ -395,7 +395,7 @@ def run_exclusion_rows(args, base, dtype, esize, bw, arch) -> list[dict]:
 
 def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
     """Every fitting config, and chunk counts for the heuristic one, on key shapes."""
-    from lite_export.kernels.topk_projection import (
+    from lite_export.kernels.fused import (
         _fits,
         get_autotune_configs,
         heuristic_config,
@@ -465,7 +465,7 @@ def run_sweep(args, base, dtype, esize, bw, arch) -> list[dict]:
 def time_parts(part, base, args, h, W, b, k, cfg, nbytes, bw) -> dict:
     """Where the time goes: the stage-1 kernel alone (bound precomputed), or the whole filter
     path without its CUDA graph (every op issued from Python)."""
-    from lite_export.kernels import topk_projection as tp
+    from lite_export.kernels import fused as tp
 
     B, d = h.shape
     N = W.shape[0]

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from torch.profiler import ProfilerActivity, profile
 
-    from lite_export.kernels.topk_projection import topk_projection
+    from lite_export.kernels.fused import topk_projection
 
     name = torch.cuda.get_device_name(0)
     W = torch.randn(args.n, args.d, device="cuda", dtype=torch.bfloat16)

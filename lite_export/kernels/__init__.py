@@ -2,13 +2,13 @@
 
 * :func:`rank` -- the dispatcher the engines call: CUDA tensors go to the fused Triton kernel
   (when Triton imports), everything else to :func:`rank_cpu`.
-* :func:`topk_projection` -- the fused OpenAI-Triton kernel (``topk_projection.py``); the
+* :func:`topk_projection` -- the fused OpenAI-Triton kernel (``fused.py``); the
   ``[B, N]`` score matrix never reaches GPU memory.
 * :func:`rank_cpu` -- the CPU path (``reference.py``); :func:`topk_projection_reference` -- the
   plain torch definition both are tested against.
 
 Importing this package imports only torch: Triton and ONNX Runtime load on first use
-(``lite_export.kernels.topk_projection`` is resolved lazily by ``__getattr__``).
+(``lite_export.kernels.fused`` is resolved lazily by ``__getattr__``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from lite_export.kernels.reference import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
-    from lite_export.kernels.topk_projection import topk_projection
+    from lite_export.kernels.fused import topk_projection
 
 __all__ = [
     "check_ranking_inputs",
@@ -39,7 +39,7 @@ __all__ = [
     "triton_available",
 ]
 
-_LAZY = {"topk_projection": "lite_export.kernels.topk_projection"}
+_LAZY = {"topk_projection": "lite_export.kernels.fused"}
 
 
 def __getattr__(name: str) -> Any:
@@ -57,11 +57,11 @@ _TRITON_OK: bool | None = None
 
 
 def triton_available() -> bool:
-    """True when ``lite_export.kernels.topk_projection`` (and so Triton) imports."""
+    """True when ``lite_export.kernels.fused`` (and so Triton) imports."""
     global _TRITON_OK
     if _TRITON_OK is None:
         try:
-            importlib.import_module("lite_export.kernels.topk_projection")
+            importlib.import_module("lite_export.kernels.fused")
             _TRITON_OK = True
         except Exception:  # ImportError, or a Triton that fails to initialise: fall back quietly
             _TRITON_OK = False
@@ -84,7 +84,7 @@ def rank(
     """
     if isinstance(h, torch.Tensor) and h.device.type == "cuda":
         if isinstance(k, int) and k <= 1024 and triton_available():
-            from lite_export.kernels.topk_projection import topk_projection as fused
+            from lite_export.kernels.fused import topk_projection as fused
 
             return fused(h, W, b, k, exclude)
         return rank_cpu(h, W, b, k, exclude)

@@ -3,7 +3,7 @@
 Both compute ``top-k(h @ W.T + b)`` per row with the row's history items excluded:
 
 * :func:`topk_projection_reference` is the plain fp32 torch definition the fused Triton kernel
-  (:mod:`lite_export.kernels.topk_projection`) and :func:`rank_cpu` are tested against. It writes
+  (:mod:`lite_export.kernels.fused`) and :func:`rank_cpu` are tested against. It writes
   the whole ``[B, N]`` score matrix, so keep it to test-sized catalogs.
 * :func:`rank_cpu` is the path the engines use on CPU. It never materialises ``[B, N]``: it walks
   ``W`` in chunks of items whose ``[chunk, B]`` score block stays in cache, and reduces each block

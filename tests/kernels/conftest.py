@@ -1,6 +1,6 @@
 """Kernel tests run on CPU through Triton's interpreter; on a CUDA machine they launch for real.
 
-``TRITON_INTERPRET=1`` must be set before ``lite_export.kernels.topk_projection`` is imported
+``TRITON_INTERPRET=1`` must be set before ``lite_export.kernels.fused`` is imported
 (``@triton.jit`` reads it at decoration), so it is set here, at collection, whenever no CUDA
 device is visible and the variable was not set by the caller.
 """

@@ -26,4 +26,17 @@ def test_topk_projection_attribute_is_lazy():
         "f = k.topk_projection; print(f.__module__, 'triton' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["lite_export.kernels.topk_projection", "True"]
+    assert out.stdout.split() == ["lite_export.kernels.fused", "True"]
+
+
+def test_public_name_is_the_function_after_the_module_is_imported():
+    # the kernel module is imported first (as the engines and rank() do); the public name in
+    # kernels.__all__ must still be the function, not a submodule of the same name
+    code = (
+        "import lite_export.kernels.fused, lite_export.kernels as k; "
+        "from lite_export.kernels import topk_projection; "
+        "print(callable(topk_projection), type(topk_projection).__name__, "
+        "topk_projection is k.topk_projection, all(hasattr(k, n) for n in k.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "function", "True", "True"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from kernel_checks import TOLERANCES, assert_topk_valid, full_scores
 
-tp = pytest.importorskip("lite_export.kernels.topk_projection", reason="needs triton")
+tp = pytest.importorskip("lite_export.kernels.fused", reason="needs triton")
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRETED else "cpu"

@@ -713,11 +713,11 @@ def _check_device(h: torch.Tensor) -> None:
         raise ValueError(
             f"topk_projection runs on CUDA tensors, got tensors on {h.device}; on CPU use "
             "lite_export.kernels.rank_cpu (or lite_export.kernels.rank, which dispatches), or set "
-            "TRITON_INTERPRET=1 before importing lite_export.kernels.topk_projection (slow)"
+            "TRITON_INTERPRET=1 before importing lite_export.kernels.fused (slow)"
         )
     if _interpreting() != _KERNEL_INTERPRETED:
         raise RuntimeError(
-            "TRITON_INTERPRET changed after lite_export.kernels.topk_projection was imported "
+            "TRITON_INTERPRET changed after lite_export.kernels.fused was imported "
             f"(kernel defined {'with' if _KERNEL_INTERPRETED else 'without'} the interpreter); "
             "set it before the first import (Triton reads it when the kernel is defined)"
         )
