@@ -107,7 +107,7 @@ def run(args) -> list[dict]:
             out = Path(args.ckpt_root) / f"{key}-{preset}" if args.ckpt_root else None
             t0 = time.perf_counter()
             _, result, test = train_checkpoint(
-                spec, model_cfg, train_cfg, out, progress=False, data=(ds, split)
+                spec, model_cfg, train_cfg, out, progress=False, data=(ds, split), force=True
             )
             print(f"   {name}: test {test} in {time.perf_counter() - t0:.0f}s", flush=True)
             rows.append(

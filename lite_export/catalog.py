@@ -101,6 +101,7 @@ class ItemCatalog:
             scores=scores,
             indices=indices,
             fallback=empty,
+            titles=[[self.titles[i] for i in row] for row in indices],
         )
 
     def write_jsonl(self, path: str | Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -34,9 +33,74 @@ JsonOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lite_export import __version__
+
+        print(f"lite-export {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit (`lite env`: versions of everything).",
+        ),
+    ] = False,
+) -> None:
+    """Train, evaluate, export and serve Lite-LLM4Rec sequential recommenders."""
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def _need(path: Path | None, kind: str, option: str = "", hint: str = "") -> None:
+    """Fail fast, before any heavy import, when ``path`` is missing or of the wrong kind:
+    ``kind`` "checkpoint" or "artifact" (read by lite_export.artifact: one place tells them
+    apart), or "dir" (an existing directory, named by ``option``; ``hint`` says what it holds)."""
+    if path is None:
+        return
+    if kind == "dir":
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            _fail(f"{option} {path} {what}; {hint or 'pass an existing directory'}")
+        return
+    from lite_export.artifact import read_checkpoint_meta, read_manifest
+
+    try:
+        (read_checkpoint_meta if kind == "checkpoint" else read_manifest)(path)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _check_out(path: Path, kind: str, force: bool, sources=()) -> None:
+    """Fail fast, before any long work, when writing the ``kind`` directory (artifact,
+    checkpoint) at ``path`` could lose something (lite_export.artifact.check_output_dir)."""
+    from lite_export.artifact import OutputDirError, check_output_dir
+
+    try:
+        check_output_dir(path, kind, force=force, sources=sources)
+    except OutputDirError as exc:
+        _fail(str(exc))
+
+
+def _check_json_out(path: Path | None, tool: str) -> dict:
+    """Fail fast when ``--json FILE`` would overwrite a file lite-export did not write (a user's
+    file, a checkpoint's config.json); returns the marker to put in the JSON written there."""
+    from lite_export.artifact import WRITTEN_BY_KEY, written_by, written_by_lite_export
+
+    if path is not None and (path.is_dir() or (path.exists() and not written_by_lite_export(path))):
+        what = "is a directory" if path.is_dir() else "exists and was not written by lite-export"
+        _fail(f"--json {path} {what}; choose another --json path, or move it away yourself")
+    return {WRITTEN_BY_KEY: written_by(tool)}
 
 
 def _metrics_table(rows: dict[str, dict], title: str):
@@ -102,18 +166,75 @@ def train(
     loss: Annotated[str | None, typer.Option(help="full|sampled softmax.")] = None,
     num_negatives: Annotated[int | None, typer.Option(help="Negatives for --loss sampled.")] = None,
     max_train_seconds: Annotated[
-        float | None, typer.Option(help="Stop after this much training time.")
+        float | None,
+        typer.Option(
+            help="Wall-time budget of the whole command, from its start: data loading, item-LLM "
+            "encoding, training, every validation pass, the final test evaluation and saving "
+            "(a validation pass and the test are timed up front and training stops early "
+            "enough; the LR schedule anneals within the training part). Under --resume: of the "
+            "whole run, the interrupted command's time included."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic under it).")] = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Show progress: bars in a terminal, else a line every LITE_PROGRESS_INTERVAL "
+            "seconds (default 5) on stderr."
+        ),
+    ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace a lite-export checkpoint already at --out (atomically, once the new "
+            "one is written); anything else there is never replaced."
+        ),
+    ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run saved in this checkpoint (written when a run is interrupted, "
+            "or with --keep-training-state) into --out, a new directory. The model, data and "
+            "training settings come from the checkpoint; only --epochs, --patience, "
+            "--max-train-seconds, --data-dir (where the data now lives), --device, --progress, "
+            "--json and --keep-training-state may be given."
+        ),
+    ] = None,
+    keep_training_state: Annotated[
+        bool,
+        typer.Option(
+            help="Keep training_state/ (optimizer moments, current weights, RNG states: about 3x "
+            "the model's size) in a completed run's checkpoint too, so --resume can train it "
+            "further. Interrupted runs always keep it."
+        ),
+    ] = False,
+    ctx: typer.Context = None,
 ) -> None:
-    """Train a Lite-LLM4Rec model (or its SASRec peer) and write a checkpoint directory."""
+    """Train a Lite-LLM4Rec model (or its SASRec peer) and write a checkpoint directory.
+
+    Ctrl-C (SIGINT) or SIGTERM stops after the current step, saves the best checkpoint so far
+    with its training state to --out and prints the `lite train --resume` command that
+    continues the run; a second Ctrl-C aborts at once. Exit code 130 (SIGINT) or 143 (SIGTERM).
+    """
+    started = _COMMAND_START or time.perf_counter()
+    hint = f"pass the directory holding the {data} data set's files"
+    _need(data_dir, "dir", "--data-dir", hint)  # before torch is imported
+    _check_out(out, "checkpoint", force, sources=[data_dir, resume])  # before any training
+    json_mark = _check_json_out(json_out, "lite train")
+    if resume is not None:
+        _need(resume, "checkpoint")
+        _check_resume_options(ctx, resume)
     from accelerate import Accelerator
     from rich.console import Console
 
+    from lite_export.artifact import CheckpointError, OutputDirError
+    from lite_export.model.budget import RunClock, budget_summary
     from lite_export.model.config import LiteConfig, TrainConfig
+    from lite_export.model.stopping import StopRequest, signal_name
+    from lite_export.model.train import reuse_freed_memory
+    from lite_export.model.train_state import TrainingStateError
     from lite_export.model.workflow import (
         DataSpec,
         load_split,
@@ -122,54 +243,220 @@ def train(
         train_checkpoint,
         write_json,
     )
+    from lite_export.progress import plural
 
-    spec = DataSpec(data, str(data_dir.resolve()) if data_dir else None)
+    reuse_freed_memory()  # CPU steps ~35% faster on ML-1M (see its docstring)
+    stop = StopRequest()
     try:
-        acc = Accelerator(**pick_device(device))
-        ds, split = load_split(spec)
-        overrides = dict(
-            rec_llm=rec_llm,
-            rec_arch=rec_arch,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            dropout=dropout,
-            max_history=max_history or ds.max_history,
+        with stop.install():
+            try:
+                if resume is not None:
+                    spec, model_cfg, train_cfg, label = _resume_config(
+                        resume, data_dir, epochs, patience, max_train_seconds
+                    )
+                else:
+                    spec = DataSpec(data, str(data_dir.resolve()) if data_dir else None)
+                    label = preset
+                acc = Accelerator(**pick_device(device))
+                ds, split = load_split(spec)
+                if resume is None:
+                    overrides = dict(
+                        rec_llm=rec_llm,
+                        rec_arch=rec_arch,
+                        d_model=d_model,
+                        n_layers=n_layers,
+                        n_heads=n_heads,
+                        dropout=dropout,
+                        max_history=max_history or ds.max_history,
+                    )
+                    model_cfg = LiteConfig.from_name(preset, **overrides)
+                    if item_llm is not None:
+                        model_cfg.item_llm = None if item_llm.lower() == "none" else item_llm
+                    model_cfg.finetune_item_llm = finetune_item_llm or model_cfg.finetune_item_llm
+                    model_cfg.__post_init__()
+                    train_cfg = TrainConfig.from_name(
+                        preset,
+                        epochs=epochs,
+                        batch_size=batch_size,
+                        lr=lr,
+                        patience=patience,
+                        loss=loss,
+                        num_negatives=num_negatives,
+                        max_train_seconds=max_train_seconds,
+                        seed=seed,
+                    )
+            except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+                _fail(str(exc))
+            clock = RunClock(train_cfg.max_train_seconds, start=started)
+            clock.add("load", time.perf_counter() - started)  # imports and the data set
+            try:
+                model, result, test = train_checkpoint(
+                    spec,
+                    model_cfg,
+                    train_cfg,
+                    out,
+                    accelerator=acc,
+                    progress=progress,
+                    data=(ds, split),
+                    force=force,
+                    sources=[data_dir],
+                    resume=resume,
+                    stop=stop,
+                    clock=clock,
+                    keep_state=keep_training_state,
+                )
+            except OutputDirError as exc:  # --out changed while training: the message says where
+                _fail(str(exc))
+            except (TrainingStateError, CheckpointError) as exc:  # --resume CKPT is unusable
+                _fail(str(exc))
+    except KeyboardInterrupt:
+        # a second Ctrl-C (or one before training started): nothing is saved
+        typer.secho(
+            f"aborted by {signal_name(stop.aborted or stop.signum or 2)}; nothing was saved "
+            f"to {out}",
+            fg=typer.colors.RED,
+            err=True,
         )
-        model_cfg = LiteConfig.from_name(preset, **overrides)
-        if item_llm is not None:
-            model_cfg.item_llm = None if item_llm.lower() == "none" else item_llm
-        model_cfg.finetune_item_llm = finetune_item_llm or model_cfg.finetune_item_llm
-        model_cfg.__post_init__()
-        train_cfg = TrainConfig.from_name(
-            preset,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            patience=patience,
-            loss=loss,
-            num_negatives=num_negatives,
-            max_train_seconds=max_train_seconds,
-            seed=seed,
-        )
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        _fail(str(exc))
-    model, result, test = train_checkpoint(
-        spec, model_cfg, train_cfg, out, accelerator=acc, progress=progress, data=(ds, split)
-    )
+        raise typer.Exit(stop.exit_code if (stop.aborted or stop.signum) else 130) from None
+    if result.interrupted is not None:
+        if acc.is_main_process:
+            _report_interrupted(out, result, acc.num_processes)
+        raise typer.Exit(128 + result.interrupted)
     if acc.is_main_process:
         pop = most_popular_metrics(split)
         Console().print(
             _metrics_table(
-                {f"{preset} ({out.name})": test, "most-popular": pop},
+                {f"{label} ({out.name})": test, "most-popular": pop},
                 f"{ds.name} test — full ranking, history masked",
             )
         )
-        print(
-            f"checkpoint written to {out}  ({result.train_seconds:.1f}s, {result.epochs_run} epochs)"
+        state = (
+            "; training state kept (--resume can train it further)" if keep_training_state else ""
         )
+        print(
+            f"checkpoint written to {out}  ({result.train_seconds:.1f}s training, "
+            f"{plural(result.epochs_run, 'epoch')}, {_STOP_REASONS.get(result.stop_reason, '')})"
+            f"{state}"
+        )
+        print(budget_summary(clock))
         if json_out:
-            write_json(json_out, {"test": test, "most_popular": pop, "train": result.to_dict()})
+            write_json(
+                json_out,
+                {**json_mark, "test": test, "most_popular": pop, "train": result.to_dict()},
+            )
+
+
+_STOP_REASONS = {
+    "epochs": "all epochs done",
+    "patience": "early stopping",
+    "budget": "time budget spent",
+}
+
+
+def _check_resume_options(ctx, resume: Path) -> None:
+    """Refuse, under --resume, every option that would change the model, data or training."""
+    allowed = {
+        "out",
+        "data_dir",
+        "epochs",
+        "patience",
+        "max_train_seconds",
+        "device",
+        "json_out",
+        "progress",
+        "force",
+        "resume",
+        "keep_training_state",
+    }
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)  # by name: typer vendors its own click
+        if param.name not in allowed and getattr(source, "name", "") in (
+            "COMMANDLINE",
+            "ENVIRONMENT",
+        ):
+            given.append(param.opts[0])
+    if given:
+        _fail(
+            f"{', '.join(given)} cannot be given with --resume: the model, data and training "
+            f"settings come from {resume} so that the run continues exactly. Drop them; only "
+            "--epochs, --patience and --max-train-seconds may change (to train longer), and "
+            "--data-dir (where the data now lives), --device, --progress, --json, "
+            "--keep-training-state. To train with other settings, start a new run."
+        )
+
+
+def _resume_config(resume: Path, data_dir, epochs, patience, max_train_seconds):
+    """(data spec, model config, train config, label) of the run saved in ``resume``."""
+    from lite_export.artifact import read_checkpoint_meta
+    from lite_export.model.config import LiteConfig, TrainConfig
+    from lite_export.model.train_state import read_state_meta
+    from lite_export.model.workflow import DataSpec
+    from lite_export.progress import plural
+
+    meta = read_checkpoint_meta(resume)
+    state = read_state_meta(resume)
+    stored = meta.get("data", {})
+    spec = DataSpec(
+        stored.get("name", "synthetic"),
+        str(data_dir.resolve()) if data_dir else stored.get("data_dir"),
+    )
+    model_cfg = LiteConfig.from_dict(meta["model"])
+    values = dict(meta.get("train") or state.get("train") or {})
+    for name, value in (
+        ("epochs", epochs),
+        ("patience", patience),
+        ("max_train_seconds", max_train_seconds),
+    ):
+        if value is not None:
+            values[name] = value
+    train_cfg = TrainConfig(**values)
+    loop = state["loop"]
+    finished = state.get("test_done") and not (loop["batches_done"] or loop["epoch_trained"])
+    if finished:
+        done = loop["epoch"] - 1
+        why = {
+            "epochs": f"it trained all {plural(done, 'epoch')}: pass --epochs N with N > {done}",
+            "patience": "early stopping ended it after "
+            f"{plural(loop['bad_epochs'], 'epoch')} without a better validation NDCG@10: pass "
+            f"--patience N with N > {loop['bad_epochs']} (and --epochs if needed)",
+            "budget": f"its time budget ({train_cfg.max_train_seconds} s) was spent: pass a "
+            f"larger --max-train-seconds (the run has used {state['elapsed_seconds']:.0f} s)",
+        }.get(loop.get("stop_reason"), "")
+        blocked = (
+            (loop.get("stop_reason") == "epochs" and train_cfg.epochs <= done)
+            or (loop.get("stop_reason") == "patience" and train_cfg.patience <= loop["bad_epochs"])
+            or (
+                loop.get("stop_reason") == "budget"
+                and train_cfg.max_train_seconds is not None
+                and train_cfg.max_train_seconds <= state["elapsed_seconds"]
+            )
+        )
+        if blocked:
+            raise ValueError(f"{resume} is a completed run; to train it further, {why}")
+    label = f"resumed {resume.name}"
+    return spec, model_cfg, train_cfg, label
+
+
+def _report_interrupted(out: Path, result, num_processes: int) -> None:
+    from lite_export.model.stopping import signal_name
+    from lite_export.model.workflow import describe_state, resume_command
+
+    state = result.state
+    best = (
+        f"the best weights so far (epoch {result.best_epoch}, valid NDCG@10 "
+        f"{result.best_valid['ndcg@10']:.4f})"
+        if result.best_epoch
+        else "the current weights (no epoch was validated yet)"
+    )
+    typer.secho(
+        f"interrupted by {signal_name(result.interrupted)}: saved {best} and the training state "
+        f"to {out}\n  {describe_state(state, out).replace('resuming', 'stopped in', 1)}\n"
+        f"  it is a normal checkpoint (lite eval / lite export accept it)\n"
+        f"continue with: {resume_command(out, num_processes)}",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
 
 
 @app.command(
@@ -188,8 +475,18 @@ def eval_cmd(
     split_name: Annotated[str, typer.Option("--split", help="test|valid.")] = "test",
     json_out: JsonOpt = None,
     device: DeviceOpt = "auto",
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Show progress: a bar in a terminal, else a line every LITE_PROGRESS_INTERVAL "
+            "seconds (default 5) on stderr."
+        ),
+    ] = True,
 ) -> None:
     """Evaluate a checkpoint: Recall/NDCG@{5,10,20}, full ranking, history masked, beside most-popular."""
+    _need(ckpt, "checkpoint")  # before torch is imported
+    _need(data_dir, "dir", "--data-dir", "pass the directory holding the data set's files")
+    json_mark = _check_json_out(json_out, "lite eval")
     import torch
     from rich.console import Console
 
@@ -202,6 +499,7 @@ def eval_cmd(
         most_popular_metrics,
         write_json,
     )
+    from lite_export.progress import enabled as progress_enabled
 
     try:
         meta = read_checkpoint_meta(ckpt)
@@ -218,7 +516,10 @@ def eval_cmd(
                 f"the data set {spec.name!r} has a different item catalog ({ds.num_items} items) "
                 f"from the checkpoint ({model.config.num_items}); evaluate on the data it was trained on"
             )
-        metrics = evaluate_split(model, split, split_name, device=dev)
+        with progress_enabled(progress):
+            metrics = evaluate_split(
+                model, split, split_name, device=dev, desc=f"evaluating {ckpt.name} ({split_name})"
+            )
         pop = most_popular_metrics(split, split_name)
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
         _fail(str(exc))
@@ -231,6 +532,7 @@ def eval_cmd(
         write_json(
             json_out,
             {
+                **json_mark,
                 "checkpoint": str(ckpt),
                 "dataset": ds.name,
                 "split": split_name,
@@ -267,6 +569,13 @@ def demo(
     port: Annotated[
         int | None, typer.Option(help="Port on 127.0.0.1 to serve on \\[default: a free one].")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace the checkpoint and artifact of an earlier `lite demo --out OUT` "
+            "(only lite-export's own: anything else there is never replaced)."
+        ),
+    ] = False,
 ) -> None:
     """Train on the built-in synthetic catalog, evaluate, export and validate an artifact, then
     serve it and show recommendations over HTTP (Ctrl-C stops)."""
@@ -283,6 +592,7 @@ def demo(
         most_popular_metrics,
         train_checkpoint,
     )
+    from lite_export.progress import plural
 
     can_export = not d.missing(d.EXPORT_MODULES)
     if serve:
@@ -294,6 +604,10 @@ def demo(
                 'pip install "lite-export[serve,onnx]"), or run `lite demo --no-serve` to train, '
                 "evaluate and recommend without serving"
             )
+    if out is not None:  # before anything is trained
+        _check_out(out / "ckpt", "checkpoint", force)
+        if can_export:
+            _check_out(out / "artifact", "artifact", force, sources=[out / "ckpt"])
     console = Console()
     spec = DataSpec("synthetic")
     ds, split = load_split(spec)
@@ -302,14 +616,18 @@ def demo(
     with tempfile.TemporaryDirectory() as tmp:
         root = out or Path(tmp)
         ckpt, art = root / "ckpt", root / "artifact"
-        model, result, test = train_checkpoint(spec, model_cfg, train_cfg, ckpt, data=(ds, split))
+        model, result, test = train_checkpoint(
+            spec, model_cfg, train_cfg, ckpt, data=(ds, split), force=force
+        )
         pop = most_popular_metrics(split)
         console.print(
             _metrics_table(
                 {"Lite-LLM4Rec (tiny)": test, "most-popular": pop}, f"synthetic test — {PROTOCOL}"
             )
         )
-        console.print(f"trained in {result.train_seconds:.1f}s ({result.epochs_run} epochs)")
+        console.print(
+            f"trained in {result.train_seconds:.1f}s ({plural(result.epochs_run, 'epoch')})"
+        )
         users = d.sample_users(ds, split)
         if not can_export:
             d.recommend_tables(model, ds, users, console, what="checkpoint, in process")
@@ -324,7 +642,7 @@ def demo(
         from lite_export.exporters.onnx import ExportOptions, export_artifact
 
         t = time.perf_counter()
-        export_artifact(ckpt, art, ExportOptions(k=20), force=True, log=None)
+        export_artifact(ckpt, art, ExportOptions(k=20), force=force, log=None)
         rec = lite_export.load(art, engine="auto")  # every file's sha256 checked
         probe = [[ds.item_ids[i] for i in split.test[u][0]] for u in range(32)]
         check = d.compare(model, rec, probe)
@@ -459,7 +777,13 @@ def export_cmd(
     k: Annotated[
         int, typer.Option("--k", help="Top-K fixed in the graph; engines serve any k <= K.")
     ] = 100,
-    force: Annotated[bool, typer.Option(help="Replace an existing artifact (atomically).")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace a lite-export artifact already at --out (atomically); anything else "
+            "there, the checkpoint and a directory holding it are never replaced."
+        ),
+    ] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     external_data_threshold: Annotated[
         int, typer.Option(help="Bytes of weights above which ONNX external data is used.")
@@ -524,11 +848,15 @@ def export_cmd(
             "where the server's Python has lite-export and torch (--format triton)."
         ),
     ] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Show the validation's progress: a bar in a terminal, else a line every "
+            "LITE_PROGRESS_INTERVAL seconds (default 5) on stderr."
+        ),
+    ] = True,
 ) -> None:
     """Export a checkpoint to a validated ONNX artifact (frozen item embeddings, top-K in graph)."""
-    from lite_export.exporters.onnx import ExportError, ExportOptions, export_artifact
-    from lite_export.exporters.triton_server import TritonRepositoryError
-
     if fmt not in ("onnx", "tensorrt", "triton"):
         _fail(f"--format must be onnx, tensorrt or triton, got {fmt!r}")
     post_build = None
@@ -584,6 +912,9 @@ def export_cmd(
             }
             return [f"triton/{f}" for f in files]
 
+    _need(ckpt, "checkpoint")  # after the option checks, before torch is imported
+    inputs = [ckpt, timing_cache, triton_config]
+    _check_out(out, "artifact", force, sources=inputs)
     if fmt == "tensorrt":
         from lite_export.exporters.tensorrt import tensorrt_available
 
@@ -615,6 +946,9 @@ def export_cmd(
             manifest["tensorrt_profile"] = {"min": shapes[0], "opt": shapes[1], "max": shapes[2]}
             return ["model.plan"]
 
+    from lite_export.exporters.onnx import ExportError, ExportOptions, export_artifact
+    from lite_export.exporters.triton_server import TritonRepositoryError
+
     opts = ExportOptions(
         k=k,
         precision=precision,
@@ -622,8 +956,13 @@ def export_cmd(
         external_data_threshold=external_data_threshold,
         optimize=optimize,
     )
+    from lite_export.progress import enabled as progress_enabled
+
     try:
-        path = export_artifact(ckpt, out, opts, force=force, post_build=post_build)
+        with progress_enabled(progress):
+            path = export_artifact(
+                ckpt, out, opts, force=force, post_build=post_build, sources=inputs[1:]
+            )
     except (
         ValueError,
         FileExistsError,
@@ -835,9 +1174,18 @@ def bench(
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib).")] = True,
     progress: ProgressOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace the output files of an earlier run in --out (only files lite-export "
+            "wrote: any other file of those names is never overwritten)."
+        ),
+    ] = False,
 ) -> None:
     """Measure latency p50/p95/p99 and throughput across engines, precisions, threads, batch
     sizes and history lengths, in process and over HTTP; write a table, JSON and plots."""
+    for path in artifacts:
+        _need(path, "artifact")
     import json as _json
 
     from rich.console import Console
@@ -876,6 +1224,8 @@ def bench(
             serve=serve_settings,
             plots=plots,
             seed=seed,
+            force=force,
+            inputs=[config] if config is not None else [],
         )
         if threads is not None:
             cfg.threads = _ints(threads, "--threads")
@@ -951,9 +1301,17 @@ def tune(
     ] = 900.0,
     progress: ProgressOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace the output files of an earlier run in --out (only files lite-export "
+            "wrote: any other file of those names is never overwritten)."
+        ),
+    ] = False,
 ) -> None:
     """Find the serving settings (engine, threads, micro-batching) with the highest throughput
     that meets a p99 target over HTTP; write serve.json and Triton's dynamic batching."""
+    _need(artifact, "artifact")
     from rich.console import Console
 
     from lite_export.artifact import ArtifactError
@@ -977,6 +1335,7 @@ def tune(
             max_trials=max_trials,
             budget_s=budget_s,
             seed=seed,
+            force=force,
         )
         if threads is not None:
             cfg.threads = _ints(threads, "--threads")
@@ -997,49 +1356,25 @@ def tune(
 
 @app.command(epilog="Example:\n\n  lite env")
 def env() -> None:
-    """Print versions of lite-export and its runtimes (paste this into bug reports)."""
-    import platform
-    from importlib import metadata
+    """Print lite-export's version and source commit, every extra's packages with their
+    installed versions, Python, platform and CUDA (paste this into bug reports)."""
+    from lite_export.envinfo import format_report, report
 
-    from lite_export import __version__
+    print(format_report(report()))
 
-    rows = {
-        "lite-export": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
-    for pkg in (
-        "torch",
-        "transformers",
-        "accelerate",
-        "safetensors",
-        "tokenizers",
-        "numpy",
-        "triton",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "tensorrt",
-        "faiss-cpu",
-    ):
-        try:
-            rows[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            rows[pkg] = "not installed"
-    try:
-        import torch
 
-        rows["cuda"] = (
-            torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
-        )
-    except ImportError:
-        pass
-    width = max(map(len, rows))
-    for k, v in rows.items():
-        print(f"{k:<{width}}  {v}")
+#: when the `lite` process started, on the perf_counter clock (set by main(); None when the app
+#: is invoked in process, e.g. by tests, and each command then starts its own clock)
+_COMMAND_START: float | None = None
+_IMPORTED_AT = time.perf_counter()
 
 
 def main() -> None:
+    global _COMMAND_START
+    from lite_export.model.budget import process_age
+
+    age = process_age()  # interpreter start-up and imports are part of the command
+    _COMMAND_START = time.perf_counter() - age if age is not None else _IMPORTED_AT
     app()
 
 

@@ -85,6 +85,11 @@ def wait_ready(url: str, timeout: float = 180.0, alive=lambda: True) -> bool:
     return False
 
 
+def curl_body(history: list[str], k: int) -> str:
+    """The JSON body of a POST /v1/recommend, as query_server sends it and prints it for curl."""
+    return json.dumps({"history": history, "k": k})
+
+
 def query_server(url: str, users: list[tuple[str, list[str], str]], console, k: int = 5) -> None:
     """Ask the running server for each user's top-k and print them with their latency."""
     if not wait_ready(url):
@@ -103,9 +108,11 @@ def query_server(url: str, users: list[tuple[str, list[str], str]], console, k: 
                 caption=f"POST /v1/recommend: {ms:.1f} ms round trip (server {server} ms)",
             )
         )
-    example = json.dumps({"history": users[0][1][-3:], "k": 5})
+    # the first table's request, exactly: same history, same k, so curl prints the same items
+    example = curl_body(users[0][1], k)
     console.print(
         f"\n[bold green]serving[/bold green] {url}  (page: {url}/, API docs: {url}/docs)\n"
+        f"  # user {users[0][0]}'s request (the first table above):\n"
         f"  curl -s {url}/v1/recommend -H 'Content-Type: application/json' -d '{example}'\n"
         "Ctrl-C to stop",
         soft_wrap=True,

@@ -4,6 +4,7 @@ extra is missing (simulated by blocking the imports in a fresh interpreter)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,20 @@ def test_demo_serves_until_ctrl_c(tmp_path):
         assert "identical to the checkpoint's for 32/32 test users" in out
         assert out.count("POST /v1/recommend:") == 3  # three users, each with its latency
         assert "round trip" in out and "score" in out
+        # the printed curl line sends the first table's request, so it gets the first table's items
+        curl = next(line for line in lines if "curl -s" in line)
+        body = json.loads(curl.split(" -d '", 1)[1].rsplit("'", 1)[0])
+        first = out[out.index("last items") : out.index("POST /v1/recommend:")]
+        shown = re.findall(r"│\s*\d+\s*│\s*(\S+)\s*│", first)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/recommend",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = [i["id"] for i in json.loads(r.read())["items"]]
+        assert len(shown) == body["k"] == 5 and len(body["history"]) > 3
+        assert answer == shown, (curl, first)
         # still serving: answer a request of our own
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/recommend",

@@ -79,7 +79,7 @@ class Engine(ABC):
                 f"exported with; re-export with `lite export --k` for more), got {k!r}"
             )
         if not histories:
-            return TopK([], np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), [])
+            return TopK([], np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), [], [])
         hists = self.catalog.batch_indices(histories)
         n = self.num_items
         item_ids = pad_histories(hists, self.max_history, n).numpy()

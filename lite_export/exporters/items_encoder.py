@@ -47,6 +47,8 @@ OUTPUT_NAME = "item_vector"
 HIDDEN_NAME = "last_hidden_state"
 SIDECAR_FORMAT = "lite-export/items-encoder"
 SIDECAR_VERSION = 1
+#: everything the export writes in its out dir (the sidecar marks them as its own)
+OUTPUTS = (ENCODER_FILE, f"{ENCODER_FILE}.data", SIDECAR_FILE, TOKENIZER_DIR)
 #: parity tolerance: |onnx - torch| / max(1, |torch|) (fp32)
 DEFAULT_TOLERANCE = 1e-4
 #: the oldest opset accepted (torch exports scaled_dot_product_attention from opset 14)
@@ -91,17 +93,22 @@ def export_items_encoder(
     tolerance: float = DEFAULT_TOLERANCE,
     max_check: int = DEFAULT_MAX_CHECK,
     batch_size: int = 64,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Export the checkpoint's item LLM to ``out_dir/items_encoder.onnx`` and validate it.
 
     Args:
         checkpoint_dir: a training checkpoint (``lite train --out``) whose model has an item LLM.
-        out_dir: created if needed; ``items_encoder.onnx``, ``items_encoder.json`` and
-            ``items_tokenizer/`` in it are replaced, nothing else is touched.
+        out_dir: created if needed; ``items_encoder.onnx`` (+ ``.data``), ``items_encoder.json``
+            and ``items_tokenizer/`` are written there, nothing else is touched. Checked before
+            any work: an earlier export there (its ``items_encoder.json`` sidecar says so) is
+            replaced only with ``force``; those names holding anything else, or the checkpoint,
+            are refused (:class:`~lite_export.artifact.OutputDirError`).
         opset: ONNX opset for Optimum's export (None: Optimum's default for the architecture).
         tolerance: allowed ``|onnx - torch| / max(1, |torch|)`` over the checked item vectors.
         max_check: check every item up to this many, else a seeded random sample of this size.
         batch_size: texts per ONNX Runtime call during validation.
+        force: replace an earlier items-encoder export in ``out_dir``.
 
     Returns:
         A report for the artifact manifest: files (relative to ``out_dir``), opset, input and
@@ -111,7 +118,10 @@ def export_items_encoder(
         ImportError: Optimum, onnx or onnxruntime is not installed (says what to install).
         ItemsEncoderError: the checkpoint has no usable item LLM, or the export failed.
         ItemsEncoderParityError: ONNX Runtime does not reproduce ``item_vectors.safetensors``.
+        OutputDirError: ``out_dir`` holds something the export must not replace (see above);
+            :class:`~lite_export.artifact.OutputExistsError` for an earlier export, no ``force``.
     """
+    _check_outputs(Path(out_dir), checkpoint_dir, force)
     if opset is not None and opset < MIN_OPSET:
         raise ItemsEncoderError(
             f"opset {opset} is too old for the items encoder: use opset >= {MIN_OPSET} "
@@ -170,7 +180,8 @@ def export_items_encoder(
         (stage / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
 
         files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
-        for name in (ENCODER_FILE, f"{ENCODER_FILE}.data", SIDECAR_FILE, TOKENIZER_DIR):
+        _check_outputs(out, ckpt, force)  # again, the last line of defence: nothing else goes
+        for name in OUTPUTS:
             old = out / name
             if old.is_dir():
                 shutil.rmtree(old)
@@ -214,6 +225,46 @@ def _import_optimum():
             f"exporting the item LLM needs onnx and onnxruntime ({exc}): {_OPTIMUM_HINT}"
         ) from None
     return main_export
+
+
+def _check_outputs(out: Path, checkpoint: str | os.PathLike, force: bool) -> None:
+    """Refuse to replace what the export did not write: its outputs in ``out`` may be replaced
+    only when the sidecar there is an items-encoder sidecar (and ``force``), never when one of
+    them is, or contains, the checkpoint."""
+    from lite_export.artifact import OutputDirError, OutputExistsError
+
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(
+            f"{out} is a file, not a directory; choose another out_dir, or move it away yourself"
+        )
+    present = [out / n for n in OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
+    if not present:
+        return
+    src = Path(checkpoint).resolve()
+    for p in present:
+        real = p.resolve()
+        if real == src or real in src.parents:
+            raise OutputDirError(
+                f"{p} is, or contains, the checkpoint {checkpoint} this export reads: writing "
+                "there would destroy it, so it is refused even with force; choose another out_dir"
+            )
+    try:
+        sidecar = json.loads((out / SIDECAR_FILE).read_text())
+    except (OSError, ValueError):
+        sidecar = None
+    if not (isinstance(sidecar, dict) and sidecar.get("format") == SIDECAR_FORMAT):
+        names = ", ".join(f"{p.name}/" if p.is_dir() else p.name for p in present)
+        them = "it" if len(present) == 1 else "them"
+        raise OutputDirError(
+            f"{out} holds {names}, not from an items-encoder export of lite-export (no "
+            f"{SIDECAR_FILE} of its own), which this export would replace; choose another "
+            f"out_dir, or move {them} away yourself"
+        )
+    if not force:
+        raise OutputExistsError(
+            f"{out} already holds an items-encoder export ({SIDECAR_FILE}); pass force=True "
+            f"(--force) to replace it (nothing else in {out} is touched)"
+        )
 
 
 def _read_meta(ckpt: Path) -> dict[str, Any]:

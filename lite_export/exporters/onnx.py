@@ -36,10 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lite_export import progress
 from lite_export.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
     MANIFEST,
+    check_output_dir,
     file_entries,
     publish_directory,
 )
@@ -287,7 +289,7 @@ def probe_references(model, probes: list[list[int]]) -> list[tuple]:
     return refs
 
 
-def _validate(graph_path: Path, refs: list[tuple], opts: ExportOptions) -> dict:
+def _validate(graph_path: Path, refs: list[tuple], opts: ExportOptions, bar=None) -> dict:
     sess = _session(graph_path, opts.precision)
     results = []
     for item_ids, exclude, ref in refs:
@@ -298,6 +300,8 @@ def _validate(graph_path: Path, refs: list[tuple], opts: ExportOptions) -> dict:
         if not (res["scores_ok"] and res["ids_ok"]):
             raise ExportValidationError(graph_path.name, res)
         results.append(res)
+        if bar is not None:
+            bar.advance(info=graph_path.name)
     worst = max(results, key=lambda r: r["max_abs_score_diff"])
     return {
         **worst,
@@ -329,11 +333,17 @@ def export_artifact(
     force: bool = False,
     log=print,
     post_build=None,
+    sources=(),
 ) -> Path:
     """Export a training checkpoint to a validated artifact directory (atomic; see module doc).
 
     ``post_build(tmp_dir, manifest) -> [file names]`` runs before the manifest is written (e.g.
     the TensorRT plan build), so its files are checksummed and published atomically too.
+
+    ``out`` is checked before any work (:func:`lite_export.artifact.check_output_dir`): an
+    existing artifact is replaced only with ``force``; the checkpoint itself, a directory that
+    contains it or one of ``sources`` (other inputs, e.g. a timing cache), and anything that is
+    not a lite-export artifact are refused with :class:`~lite_export.artifact.OutputDirError`.
     """
     from safetensors.torch import save_file
 
@@ -352,12 +362,8 @@ def export_artifact(
         )
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {opts.precision!r}")
-    target = Path(out)
-    if target.exists() and not force:
-        raise FileExistsError(
-            f"{target} already exists; pass --force to replace it (the old artifact stays until "
-            "the new one is complete)"
-        )
+    inputs = (checkpoint, *sources)
+    target = check_output_dir(out, "artifact", force=force, sources=inputs)
     model = LiteLLM4Rec.from_pretrained(checkpoint).float().eval()
     n, max_hist = model.config.num_items, model.config.max_history
     if not 1 <= opts.k <= n:
@@ -399,18 +405,23 @@ def export_artifact(
         )
         probes = probe_histories(n, max_hist, opts.probes, opts.seed)
         say("validating against PyTorch in ONNX Runtime")
-        refs = probe_references(model, probes)
-        parity = {"model.onnx": _validate(tmp / "model.onnx", refs, opts)}
-        parity["user_encoder.onnx"] = _validate_encoder(
-            encoder, tmp / "user_encoder.onnx", model, probes, opts
-        )
-        optimization = None
-        if opts.optimize:
-            optimization = optimize_with_ort(
-                tmp / "model.onnx", tmp / "model.ort.onnx", external, opts.precision
+        # PyTorch references, then each graph on each probe batch (+ the encoder once)
+        checks = 1 + 2 * (2 if opts.optimize else 1) + 1
+        with progress.task("validating in ONNX Runtime", checks, unit="check") as bar:
+            refs = probe_references(model, probes)
+            bar.advance(info="PyTorch references")
+            parity = {"model.onnx": _validate(tmp / "model.onnx", refs, opts, bar)}
+            parity["user_encoder.onnx"] = _validate_encoder(
+                encoder, tmp / "user_encoder.onnx", model, probes, opts
             )
-            files += sorted(p.name for p in tmp.glob("model.ort.onnx*"))
-            parity["model.ort.onnx"] = _validate(tmp / "model.ort.onnx", refs, opts)
+            bar.advance(info="user_encoder.onnx")
+            optimization = None
+            if opts.optimize:
+                optimization = optimize_with_ort(
+                    tmp / "model.onnx", tmp / "model.ort.onnx", external, opts.precision
+                )
+                files += sorted(p.name for p in tmp.glob("model.ort.onnx*"))
+                parity["model.ort.onnx"] = _validate(tmp / "model.ort.onnx", refs, opts, bar)
         save_file(
             {
                 "weight": model.head.weight.detach().float().contiguous(),
@@ -467,7 +478,7 @@ def export_artifact(
             files += post_build(tmp, manifest)
         manifest["files"] = file_entries(tmp, sorted(set(files)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        publish_directory(tmp, target)
+        publish_directory(tmp, target, kind="artifact", force=force, sources=inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

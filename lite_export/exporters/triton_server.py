@@ -6,6 +6,8 @@ Two models are written (``name`` defaults to ``lite``)::
       lite_onnx/                     backend "onnxruntime": the portable graph as is
         config.pbtxt                 item_ids [-1], exclude_ids [-1] -> scores [K], indices [K]
         1/model.onnx(+.data)
+      lite-export-repository.json    marker: lite-export wrote this repository (standalone
+                                     repositories only; Triton ignores files at the top)
       lite/                          backend "python": external ids in, external ids out
         config.pbtxt                 HISTORY [-1] BYTES, K [1] INT32 (optional),
                                      EXCLUDE_SEEN [1] BOOL (optional) -> ITEM_IDS [-1], SCORES [-1]
@@ -202,12 +204,12 @@ def build_model_repository(
     """
     art, out = Path(artifact_dir), Path(dest)
     if manifest is None:
-        mf = art / "manifest.json"
-        if not mf.is_file():
-            raise TritonRepositoryError(
-                f"{art} has no manifest.json: not a lite-export artifact; run `lite export` first"
-            )
-        manifest = json.loads(mf.read_text())
+        from lite_export.artifact import ArtifactError, read_manifest
+
+        try:  # names a training checkpoint passed instead, and a missing or foreign directory
+            manifest = read_manifest(art)
+        except ArtifactError as exc:
+            raise TritonRepositoryError(str(exc)) from None
     if not _NAME.match(name):
         raise ValueError(f"name must match {_NAME.pattern} (a directory name), got {name!r}")
     if kind not in _KINDS:
@@ -294,16 +296,24 @@ def write_model_repository(
 ) -> Path:
     """Write a Triton model repository for ``artifact_dir`` to ``repo_dir`` (see module doc).
 
-    Atomic: built in a temporary directory beside ``repo_dir`` and renamed into place; an
-    existing ``repo_dir`` is replaced only with ``force`` (and stays until the new one is done).
+    Atomic: built in a temporary directory beside ``repo_dir`` and renamed into place. The
+    repository carries a marker file (``lite-export-repository.json``; Triton loads only
+    subdirectories, so the server ignores it): an existing ``repo_dir`` is replaced only with
+    ``force`` and only when it has that marker (it stays until the new one is done); the
+    artifact, a directory that contains it, and anything else are refused with
+    :class:`~lite_export.artifact.OutputDirError` before any work.
     """
+    from lite_export import __version__
+    from lite_export.artifact import (
+        TRITON_REPOSITORY_FORMAT,
+        TRITON_REPOSITORY_MARKER,
+        check_output_dir,
+    )
 
-    target = Path(repo_dir)
-    if target.exists() and not force:
-        raise FileExistsError(
-            f"{target} already exists; pass force=True (--force) to replace it (the old "
-            "repository stays until the new one is complete)"
-        )
+    sources = (artifact_dir,)
+    target = check_output_dir(
+        repo_dir, "triton-repository", force=force, sources=sources, option="repo_dir"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -320,7 +330,15 @@ def write_model_repository(
             python_model=python_model,
             onnx_model=onnx_model,
         )
-        publish_directory(tmp, target)
+        marker = {
+            "format": TRITON_REPOSITORY_FORMAT,
+            "format_version": 1,
+            "lite_export_version": __version__,
+            "artifact": str(Path(artifact_dir).resolve()),
+            "models": sorted(p.name for p in tmp.iterdir() if p.is_dir()),
+        }
+        (tmp / TRITON_REPOSITORY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        publish_directory(tmp, target, kind="triton-repository", force=force, sources=sources)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -176,7 +176,7 @@ class FlatTextLite(LiteLLM4Rec):
         """Positions the rec LLM reads for each row of ``item_ids`` (Lite-LLM4Rec: one per item)."""
         return self.item_lengths[item_ids].sum(1)
 
-    def save_pretrained(self, directory, extra=None):
+    def save_pretrained(self, directory, extra=None, **kwargs):
         raise NotImplementedError(
             "FlatTextLite is the paper's flat-text ablation (benchmarks/reproduce_paper.py); "
             "it is not saved or exported. Train Lite-LLM4Rec with `lite train` to deploy."

@@ -267,6 +267,7 @@ class GenerativeRecommender(nn.Module):
             scores=sc,
             indices=idx,
             fallback=[False] * len(hists),
+            titles=[[self.catalog.titles[i] for i in row[:k]] for row in items],
         )
 
 

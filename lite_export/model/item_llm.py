@@ -41,7 +41,10 @@ def build_tiny_item_llm(texts: list[str], dim: int, seed: int) -> tuple[nn.Modul
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(
-        texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"], min_frequency=1)
+        texts,
+        trainers.WordLevelTrainer(
+            special_tokens=["[PAD]", "[UNK]"], min_frequency=1, show_progress=False
+        ),
     )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", model_max_length=512
@@ -96,12 +99,18 @@ def encode_texts(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     grad: bool = False,
+    desc: str | None = None,
 ) -> torch.Tensor:
-    """Masked mean pooling of the last hidden states: one fp32 vector per text. [N, d_item]"""
+    """Masked mean pooling of the last hidden states: one fp32 vector per text. [N, d_item]
+
+    ``desc``: show progress under this name (:mod:`lite_export.progress`)."""
+    from lite_export import progress
+
     out = []
     model = model.to(device)
     ctx = torch.enable_grad() if grad else torch.inference_mode()
-    with ctx:
+    bar = progress.task(desc, len(texts), unit="item") if desc else progress.Task("", 0, "")
+    with ctx, bar:
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(
                 texts[start : start + batch_size],
@@ -117,6 +126,7 @@ def encode_texts(
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [b, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             out.append(pooled.float() if grad else pooled.float().cpu())
+            bar.advance(pooled.shape[0])
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
@@ -157,7 +167,9 @@ def precompute_item_vectors(
     if use_cache and path.exists():
         return load_file(str(path))["item_vectors"]
     model, tokenizer = load_item_llm(name)
-    vectors = encode_texts(model, tokenizer, texts, max_tokens, device=device)
+    vectors = encode_texts(
+        model, tokenizer, texts, max_tokens, device=device, desc=f"encoding items ({name})"
+    )
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -10,13 +10,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lite_export.artifact import publish_directory
+from lite_export.artifact import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    publish_directory,
+    read_checkpoint_meta,
+)
 from lite_export.catalog import ItemCatalog
 from lite_export.data.batching import pad_histories
 from lite_export.model.config import TINY_RANDOM_ITEM_LLM, LiteConfig
@@ -28,13 +35,6 @@ from lite_export.model.item_llm import (
 )
 from lite_export.model.metrics import mask_items
 from lite_export.types import TopK
-
-CHECKPOINT_FORMAT = "lite-export-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing files, damaged, or from a newer lite-export."""
 
 
 def build_rec_backbone_config(cfg: LiteConfig):
@@ -139,12 +139,21 @@ class LiteLLM4Rec(nn.Module):
             if config.item_llm == TINY_RANDOM_ITEM_LLM:
                 item_llm, tokenizer = build_tiny_item_llm(catalog.texts, config.item_llm_dim, seed)
                 item_vectors = encode_texts(
-                    item_llm, tokenizer, catalog.texts, config.item_llm_max_tokens
+                    item_llm,
+                    tokenizer,
+                    catalog.texts,
+                    config.item_llm_max_tokens,
+                    desc="encoding items (tiny-random item LLM)",
                 )
             elif config.finetune_item_llm:
                 item_llm, tokenizer = load_item_llm(config.item_llm)
                 item_vectors = encode_texts(
-                    item_llm, tokenizer, catalog.texts, config.item_llm_max_tokens, device=device
+                    item_llm,
+                    tokenizer,
+                    catalog.texts,
+                    config.item_llm_max_tokens,
+                    device=device,
+                    desc=f"encoding items ({config.item_llm})",
                 ).cpu()
             else:
                 item_vectors = precompute_item_vectors(
@@ -197,6 +206,7 @@ class LiteLLM4Rec(nn.Module):
             self.catalog.texts,
             self.config.item_llm_max_tokens,
             device=self.item_vectors.device,
+            desc="re-encoding items (fine-tuned item LLM)",
         )
         self.item_llm.train(was_training)
         self.item_vectors[:-1] = vectors.to(self.item_vectors.device)
@@ -291,17 +301,36 @@ class LiteLLM4Rec(nn.Module):
         return self.catalog.to_topk(hists, top.values.cpu().numpy(), top.indices.cpu().numpy())
 
     # ----------------------------------------------------------------- checkpoints
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        extra: dict | None = None,
+        *,
+        force: bool = False,
+        sources=(),
+        write_more: Callable[[Path], None] | None = None,
+    ) -> Path:
         """Write a checkpoint directory atomically (built beside it, then renamed into place).
 
         config.json, model.safetensors, item_vectors.safetensors, items.jsonl and, when the item
         LLM is random or fine-tuned, item_llm/ (Hugging Face format). No pickle.
+
+        An existing checkpoint is replaced only with ``force``; a directory that is, or
+        contains, one of ``sources`` (the inputs of the run) and anything that is not a
+        lite-export checkpoint are refused with :class:`~lite_export.artifact.OutputDirError`,
+        whose message names where the new checkpoint was kept instead (the model is saved either
+        way; callers that train check the target first, see
+        :func:`~lite_export.artifact.check_output_dir`).
+
+        ``write_more(tmp_dir)`` adds files (e.g. ``training_state/``) before the directory is
+        published, so they appear atomically with the rest.
         """
         from safetensors.torch import save_file
 
         from lite_export import __version__
 
         target = Path(directory)
+        target = target.resolve() if target.is_symlink() else target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
@@ -333,8 +362,10 @@ class LiteLLM4Rec(nn.Module):
                 "item_llm_saved": item_llm_saved,
                 **(extra or {}),
             }
+            if write_more is not None:
+                write_more(tmp)
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-            publish_directory(tmp, target)
+            publish_directory(tmp, target, kind="checkpoint", force=force, sources=sources)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -379,25 +410,3 @@ def _need(path: Path, name: str) -> Path:
             "holds config.json, model.safetensors, items.jsonl (and item_vectors.safetensors)"
         )
     return f
-
-
-def read_checkpoint_meta(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(
-            f"checkpoint directory {path} does not exist; train one with `lite train --out {path}`"
-        )
-    try:
-        meta = json.loads(_need(path, "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not a lite-export training checkpoint (config.json has no format tag)"
-        )
-    if int(meta.get("format_version", 0)) > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} was written by a newer lite-export (checkpoint format "
-            f"{meta['format_version']} > {CHECKPOINT_VERSION}); upgrade lite-export to load it"
-        )
-    return meta

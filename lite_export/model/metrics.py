@@ -9,6 +9,7 @@ other item with an equal score as ranked above it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -58,29 +59,57 @@ def evaluate_ranking(
     batch_size: int = 256,
     ks: Sequence[int] = DEFAULT_KS,
     device: torch.device | str = "cpu",
+    desc: str | None = None,
+    stop: Callable[[], bool] | None = None,
+    timings: dict | None = None,
 ) -> dict:
     """Metrics of ``score_fn(item_ids [B, L]) -> scores [B, N]`` on (history, target) examples.
 
     The model sees the most recent ``max_history`` items; the mask covers the whole history.
+    ``desc``: show progress under this name (:mod:`lite_export.progress`). ``stop``: asked
+    before every batch; when it returns True the pass ends by raising
+    :class:`~lite_export.model.stopping.StopRequested`. ``timings``: filled with
+    ``batch_seconds`` (one per batch) and ``seconds`` (the whole pass).
     """
-    pad = num_items
+    from lite_export import progress
+
     ranks = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        hists = [h for h, _ in chunk]
-        ids = pad_histories(hists, max_history, pad).to(device)
-        full = pad_histories(hists, max(1, max(len(h) for h in hists)), pad).to(device)
-        targets = torch.tensor([t for _, t in chunk], dtype=torch.long, device=device)
-        scores = score_fn(ids).float()
-        if scores.shape != (len(chunk), num_items):
-            raise ValueError(
-                f"score_fn returned {tuple(scores.shape)}, expected {(len(chunk), num_items)}"
-            )
-        mask_items(scores, full, pad)
-        ranks.append(pessimistic_ranks(scores, targets).cpu())
-    result = metrics_from_ranks(torch.cat(ranks), ks)
+    batch_seconds: list[float] = []
+    t0 = time.perf_counter()
+    bar = progress.task(desc, len(examples), unit="user") if desc else progress.Task("", 0, "")
+    with bar:
+        for start in range(0, len(examples), batch_size):
+            if stop is not None and stop():
+                from lite_export.model.stopping import StopRequested
+
+                raise StopRequested(desc or "evaluation")
+            t = time.perf_counter()
+            chunk = examples[start : start + batch_size]
+            ranks.append(_rank_batch(score_fn, chunk, num_items, max_history, device))
+            batch_seconds.append(time.perf_counter() - t)
+            bar.advance(len(ranks[-1]))
+    if timings is not None:
+        timings["batch_seconds"] = batch_seconds
+        timings["seconds"] = time.perf_counter() - t0
+    result = metrics_from_ranks(torch.cat(ranks) if ranks else [], ks)
     result["users"] = len(examples)
     return result
+
+
+def _rank_batch(score_fn, chunk, num_items: int, max_history: int, device) -> torch.Tensor:
+    """0-based pessimistic ranks of the targets of one batch of (history, target) examples."""
+    pad = num_items
+    hists = [h for h, _ in chunk]
+    ids = pad_histories(hists, max_history, pad).to(device)
+    full = pad_histories(hists, max(1, max(len(h) for h in hists)), pad).to(device)
+    targets = torch.tensor([t for _, t in chunk], dtype=torch.long, device=device)
+    scores = score_fn(ids).float()
+    if scores.shape != (len(chunk), num_items):
+        raise ValueError(
+            f"score_fn returned {tuple(scores.shape)}, expected {(len(chunk), num_items)}"
+        )
+    mask_items(scores, full, pad)
+    return pessimistic_ranks(scores, targets).cpu()
 
 
 class MostPopular:

@@ -15,7 +15,10 @@ shapes (batch, history length, k, catalog size), not on which items are in them.
 
 Outputs: a table on stdout, ``bench.json`` (one object per row: what was measured, the numbers,
 machine, commit, load average), ``bench.md``, and ``bench_inprocess.png`` / ``bench_http.png``
-(p50 and p99 latency against throughput, one line per engine and precision).
+(p50 and p99 latency against throughput, one line per engine and precision). Each carries a
+marker (a ``_written_by`` key in every JSON row, a first-line comment in the Markdown, the PNG's
+``Software`` text): before any measurement, an existing file of those names is refused unless
+lite-export wrote it, and replaced only with ``force`` (``--force``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,26 @@ class BenchConfig:
     serve: dict = field(default_factory=dict)
     plots: bool = True
     seed: int = 0
+    #: replace the outputs of an earlier run in ``out`` (never a file lite-export did not write)
+    force: bool = False
+    #: other files the run reads (e.g. the --config serve.json): never overwritten
+    inputs: list[Path] = field(default_factory=list)
+
+    def output_names(self) -> list[str]:
+        """The files the run writes in ``out``."""
+        names = [f"{self.name}.json", f"{self.name}.md"]
+        if self.plots:
+            names += [f"{self.name}_inprocess.png"] if self.inprocess else []
+            names += [f"{self.name}_http.png"] if self.http else []
+        return names
+
+    def check_outputs(self) -> list[Path]:
+        """Before any measurement: refuse to overwrite a file lite-export did not write (or,
+        without ``force``, one it did); :class:`~lite_export.artifact.OutputDirError`."""
+        from lite_export.artifact import check_output_files
+
+        inputs = [*self.artifacts, *self.inputs]
+        return check_output_files(self.out, self.output_names(), force=self.force, sources=inputs)
 
     def validate(self) -> None:
         if not self.artifacts:
@@ -226,6 +249,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, console=None) -> BenchRes
     from lite_export.perf.load import loadavg
 
     cfg.validate()
+    cfg.check_outputs()
     if cfg.http:
         require_http()
     if cfg.plots:
@@ -542,11 +566,15 @@ def markdown(rows: list[dict], notes: list[str]) -> str:
 
 
 def write_results(rows: list[dict], cfg: BenchConfig, notes: list[str]) -> list[Path]:
+    from lite_export.artifact import WRITTEN_BY_KEY, written_by
+
     out = Path(cfg.out)
+    cfg.check_outputs()  # again: the last line of defence after the measurements
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{cfg.name}.json", out / f"{cfg.name}.md"]
-    files[0].write_text(json.dumps(rows, indent=1) + "\n")
-    files[1].write_text(markdown(rows, notes))
+    mark = written_by("lite bench")
+    files[0].write_text(json.dumps([{WRITTEN_BY_KEY: mark, **r} for r in rows], indent=1) + "\n")
+    files[1].write_text(f"<!-- written by {mark} -->\n" + markdown(rows, notes))
     if cfg.plots:
         from lite_export.perf.plots import plot_curves
 

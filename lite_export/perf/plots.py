@@ -78,5 +78,8 @@ def plot_curves(rows: list[dict], path: Path, point_key: str = "batch") -> Path:
         fontsize=10,
     )
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    from lite_export.artifact import written_by
+
+    # the PNG's Software text chunk marks it as lite-export's (lite bench --force may replace it)
+    fig.savefig(path, dpi=110, metadata={"Software": written_by("lite bench")})
     return path

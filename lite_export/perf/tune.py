@@ -30,7 +30,9 @@ confirmed setting is written, with the confirmation's numbers.
 ``lite export --format triton --triton-config tune.json`` applies), ``tune_triton.pbtxt`` (the
 same as a config.pbtxt snippet) and ``tune_trials.json`` (every trial and ladder step). When no
 setting meets the target nothing but ``tune_trials.json`` and a ``tune.json`` that says so is
-written, and :func:`run_tune` reports ``met = False``.
+written, and :func:`run_tune` reports ``met = False``. These four names are checked before any
+measurement: a file of one of them that lite-export did not write is never overwritten, and one
+it wrote only with ``force`` (``--force``).
 
 **Other work.** Every step records the CPU that other processes used meanwhile
 (:class:`~lite_export.perf.load.CpuWatch`); when it passed half a core anywhere, the result says
@@ -59,6 +61,8 @@ from lite_export.perf.bench import ALL_ENGINES, default_threads, model_id, preci
 
 #: candidates used as the starting point, when present (the `lite serve` defaults)
 START_MAX_BATCH, START_DELAY_MS = 32, 2.0
+#: what lite tune writes in its --out directory
+TUNE_FILES = ("serve.json", "tune.json", "tune_triton.pbtxt", "tune_trials.json")
 #: a ladder step must add this much throughput to count as progress
 MIN_GAIN = 1.05
 #: how many of the best trials are measured again before one is chosen
@@ -85,6 +89,8 @@ class TuneConfig:
     max_trials: int = 16
     budget_s: float = 900.0
     seed: int = 0
+    #: replace the outputs of an earlier run in ``out`` (never a file lite-export did not write)
+    force: bool = False
 
     def validate(self) -> None:
         if not (isinstance(self.p99_ms, int | float) and self.p99_ms > 0):
@@ -339,12 +345,15 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lite_export import __version__
+    from lite_export.artifact import WRITTEN_BY_KEY, check_output_files, written_by
     from lite_export.benchmarking import commit, machine
     from lite_export.perf.bench import BenchArtifact, BenchConfig, available_engines, require_http
     from lite_export.perf.load import loadavg
     from lite_export.serving.settings import ServeSettings
 
     cfg.validate()
+    # before minutes of measurements: no file in out that lite-export did not write is replaced
+    check_output_files(cfg.out, TUNE_FILES, force=cfg.force, sources=[cfg.artifact])
     require_http()
     console = console or Console(stderr=True)
     notes: list[str] = []
@@ -417,6 +426,7 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
         chosen = confirm = tuned = None
         if confirmed:
             *_, chosen, tuned, confirm = max(confirmed, key=lambda c: (c[0], c[1]))
+            confirm["chosen"] = True  # the run that decided (trial_table marks it)
     trials = tuner.trials
     other = [
         step["other_work_cores"]
@@ -443,6 +453,7 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
     for r in trials:
         r.update(
             {
+                WRITTEN_BY_KEY: written_by("lite tune"),
                 "what": "lite tune trial: closed-loop HTTP load against lite serve (loopback)",
                 "artifact": str(art.path),
                 "target_p99_ms": cfg.p99_ms,
@@ -452,10 +463,12 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
             }
         )
     out = Path(cfg.out)
+    check_output_files(out, TUNE_FILES, force=cfg.force, sources=[cfg.artifact])  # again
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "tune_trials.json", out / "tune.json"]
     files[0].write_text(json.dumps(trials, indent=1) + "\n")
     summary = {
+        WRITTEN_BY_KEY: written_by("lite tune"),
         "what": "lite tune: the highest throughput whose p99 meets the target, over HTTP "
         "(closed loop, 127.0.0.1; the load generator shares the machine's cores)",
         "artifact": str(art.path),
@@ -531,7 +544,11 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
     triton = triton_values(tuned, confirm.get("mean_batch"))
     pbtxt = out / "tune_triton.pbtxt"
     pbtxt.write_text(
-        triton_pbtxt(triton, f"lite tune: dynamic batching for {art.path.name}; {measured}")
+        triton_pbtxt(
+            triton,
+            f"written by {written_by('lite tune')}: dynamic batching for {art.path.name}; "
+            f"{measured}",
+        )
     )
     summary.update(
         {
@@ -587,5 +604,30 @@ def trial_table(trials: list[dict], target: float):
             "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
             "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
             "yes" if r["met"] else f"no (lowest p99 {r['lowest_p99_ms']} ms)",
+        )
+    runs = [(r, run) for r in trials for run in r.get("confirm_runs", [])]
+    if runs:
+        # the confirmation runs decided the choice: the best throughput among those that met
+        t.add_section()
+        for r, run in runs:
+            s = r["settings"]
+            met = "yes" if run["met"] else "no"
+            t.add_row(
+                str(r["trial"]),
+                "confirm",
+                s["engine"],
+                str(s["threads"]),
+                str(s["max_batch"]),
+                f"{s['max_delay_ms']:g}",
+                str(run["concurrency"]),
+                f"{run['throughput_rps']:,.0f}",
+                "-" if run.get("p50_ms") is None else f"{run['p50_ms']:.2f}",
+                "-" if run.get("p99_ms") is None else f"{run['p99_ms']:.2f}",
+                f"{met}, chosen" if run.get("chosen") else met,
+            )
+        t.caption = (
+            "confirm: each of the best trials measured again on a fresh server with the "
+            "settings that would be written; the fastest confirmation that met the target "
+            "was chosen"
         )
     return t

@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -37,8 +37,6 @@ log = logging.getLogger("uvicorn.error")
 
 #: most requests one POST /v1/recommend/batch may carry (and never more than --max-queue)
 MAX_BATCH_REQUESTS = 1024
-#: k in the schema; the real bound is the artifact's K (GET /v1/model: max_k), checked per request
-MAX_K = 4096
 RETRY_AFTER = {"Retry-After": "1"}
 EXAMPLE = '{"history": ["1193", "661"], "k": 10}'
 KEY_HEADER = APIKeyHeader(
@@ -59,7 +57,12 @@ class RecommendRequest(BaseModel):
         "Empty: the most popular items (`fallback: true`). Longer than the model's max_history: "
         "the most recent items are used (`truncated: true`)."
     )
-    k: StrictInt = Field(10, ge=1, le=MAX_K, description="How many items (1 to the artifact's K).")
+    k: StrictInt = Field(
+        10,
+        ge=1,
+        description="How many items: 1 to the served artifact's K (GET /v1/model: max_k); more "
+        "gets a 422 that names K.",
+    )
     exclude_seen: StrictBool = Field(
         True, description="Leave the history's items out of the answer."
     )
@@ -68,15 +71,32 @@ class RecommendRequest(BaseModel):
     )
 
 
+SCORE_KINDS = {
+    "model": "the model's score of the item for this history (higher is better; comparable "
+    "within one model, not across models)",
+    "popularity": "the item's interaction count in the training data: the empty-history "
+    "fallback (`fallback: true`), best first",
+}
+
+
 class Item(BaseModel):
-    id: str
-    score: float
-    title: str
+    id: str = Field(description="External item id, as in the artifact's items.jsonl.")
+    score: float = Field(
+        description="What it is depends on the response's `score_kind`: "
+        + "; ".join(f'"{k}": {v}' for k, v in SCORE_KINDS.items())
+        + "."
+    )
+    title: str = Field(description="The item's title, as in items.jsonl.")
 
 
 class RecommendResponse(BaseModel):
     items: list[Item] = Field(description="Best first.")
     fallback: bool = Field(description="The history was empty: most-popular items.")
+    score_kind: Literal["model", "popularity"] = Field(
+        description='What the items\' `score` is: "model" (the model\'s scores) or "popularity" '
+        "(training interaction counts, when `fallback` is true). The two scales are unrelated: "
+        "do not compare a popularity count with a model score."
+    )
     truncated: bool = Field(description="Only the most recent max_history items were read.")
     dropped: list[str] = Field(description="Unknown ids dropped (lenient requests).")
     warnings: list[str]
@@ -286,6 +306,15 @@ def _loc(loc) -> str:
     return out
 
 
+def _k_hint(request: Request) -> str:
+    """The hint for a bad ``k``: the served artifact's K when a model is loaded."""
+    state = getattr(request.app.state, "lite", None)
+    model = state.model if state is not None else None
+    if model is None:
+        return HINTS["k"]
+    return f"k is an integer from 1 to {model.max_k}, the K this artifact was exported with"
+
+
 def _validation_detail(request: Request, exc: RequestValidationError) -> tuple[int, str, list]:
     errors = exc.errors()
     ctype = request.headers.get("content-type", "")
@@ -323,8 +352,9 @@ def _validation_detail(request: Request, exc: RequestValidationError) -> tuple[i
         else:
             msg = e["msg"]
         items.append({"loc": where, "msg": msg, "type": e["type"]})
-        if field and HINTS[field] not in hints:
-            hints.append(HINTS[field])
+        hint = _k_hint(request) if field == "k" else HINTS.get(field)
+        if hint and hint not in hints:
+            hints.append(hint)
     shown = "; ".join(f"{i['loc']}: {i['msg']}" for i in items[:5])
     more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
     fix = f" ({'; '.join(hints)})" if hints else ""

@@ -165,21 +165,22 @@ class MicroBatcher:
             top = model.engine.recommend(
                 [j.history for j in jobs], k=k, exclude_seen=jobs[0].exclude_seen
             )
-            titles = model.catalog.titles
             results = []
             for r, job in enumerate(jobs):
-                ids, scores, idx = (
+                ids, scores, titles = (
                     top.ids[r][: job.k],
                     top.scores[r][: job.k],
-                    top.indices[r][: job.k],
+                    top.titles[r][: job.k],
                 )
+                fallback = bool(top.fallback[r]) if top.fallback else False
                 results.append(
                     {
                         "items": [
-                            {"id": i, "score": float(s), "title": titles[int(x)]}
-                            for i, s, x in zip(ids, scores, idx, strict=True)
+                            {"id": i, "score": float(s), "title": t}
+                            for i, s, t in zip(ids, scores, titles, strict=True)
                         ],
-                        "fallback": bool(top.fallback[r]) if top.fallback else False,
+                        "fallback": fallback,
+                        "score_kind": "popularity" if fallback else "model",
                         "truncated": job.truncated,
                         "dropped": job.dropped,
                         "warnings": job.warnings,

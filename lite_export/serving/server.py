@@ -19,6 +19,15 @@ from lite_export.serving.settings import ServeSettings
 
 log = logging.getLogger("uvicorn.error")
 
+#: uvicorn's own start-up lines, which claim the server runs before the model is loaded:
+#: ``run_server`` prints one line with the URL once it is ready instead
+_EARLY_CLAIMS = ("Uvicorn running on", "Application startup complete")
+
+
+class _NotBeforeReady(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_EARLY_CLAIMS)
+
 
 def run_server(settings: ServeSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a graceful drain)."""
@@ -47,6 +56,29 @@ def run_server(settings: ServeSettings) -> int:
         lifespan="on",
     )
     server = Server(config)
+    quiet = _NotBeforeReady()
+    log.addFilter(quiet)
+    url = f"http://{settings.host}:{settings.port}"
+    if ":" in settings.host:  # IPv6 literal
+        url = f"http://[{settings.host}]:{settings.port}"
+
+    async def announce_when_ready() -> None:
+        """One line with the URL once the socket is bound and the model loaded and warmed up
+        (what /readyz says with 200); nothing if the load fails or the server stops first."""
+        state = app.state.lite
+        while not server.should_exit:
+            if server.started and state.model is not None:
+                m = state.model
+                print(
+                    f"lite serve: ready, listening on {url} (model {m.id}, {m.engine.name} "
+                    f"engine, {len(m.catalog)} items, K {m.max_k}; page {url}/, docs "
+                    f"{url}/docs; API key {'required' if settings.api_key else 'off'}; Ctrl-C "
+                    "stops)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            await asyncio.sleep(0.02)
 
     def on_hup() -> None:
         async def reload() -> None:
@@ -62,15 +94,18 @@ def run_server(settings: ServeSettings) -> int:
     async def main() -> None:
         if hasattr(signal, "SIGHUP"):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
-        await server.serve()
+        announcer = asyncio.get_running_loop().create_task(announce_when_ready())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
 
     # uvicorn re-raises the stop signal after its graceful shutdown, to the handler that was in
     # place before it; a no-op one makes a drained stop exit 0 instead of dying by the signal.
     previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
     print(
-        f"lite serve: loading {settings.artifact} ({settings.engine} engine); listening on "
-        f"http://{settings.host}:{settings.port} (page /, docs /docs); "
-        f"API key {'required' if settings.api_key else 'off'}",
+        f"lite serve: loading {settings.artifact} ({settings.engine} engine) for {url}; "
+        "a line says when it is ready",
         file=sys.stderr,
         flush=True,
     )
@@ -78,6 +113,7 @@ def run_server(settings: ServeSettings) -> int:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             runner.run(main())
     finally:
+        log.removeFilter(quiet)
         for s, handler in previous.items():
             signal.signal(s, handler)
     if failed:

@@ -22,8 +22,14 @@ def test_engines_match_pytorch(trained, synthetic, artifact, engine):
     assert top.ids == ref.ids
     np.testing.assert_allclose(top.scores, ref.scores, rtol=1e-4, atol=1e-4)
     assert top.fallback == ref.fallback
+    # titles like the C++ TopK: the catalog's title of every returned id, fallback rows too
+    titles = dict(zip(rec.catalog.ids, rec.catalog.titles, strict=True))
+    assert top.titles == ref.titles == [[titles[i] for i in row] for row in ref.ids]
+    assert top.fallback[-1] and top.titles[-1] and all(top.titles[-1])
     ref_all = model.recommend(hists, k=7, exclude_seen=False)
-    assert rec.recommend(hists, k=7, exclude_seen=False).ids == ref_all.ids
+    all_seen = rec.recommend(hists, k=7, exclude_seen=False)
+    assert all_seen.ids == ref_all.ids
+    assert all_seen.titles == ref_all.titles == [[titles[i] for i in r] for r in ref_all.ids]
 
 
 def test_engine_input_errors(artifact):
@@ -34,7 +40,22 @@ def test_engine_input_errors(artifact):
         rec.recommend([[rec.catalog.ids[0]]], k=21)
     with pytest.raises(TypeError, match="list of lists"):
         rec.recommend("S0001", k=5)
-    assert len(rec.recommend([], k=5)) == 0
+    none = rec.recommend([], k=5)
+    assert len(none) == 0 and none.titles == [] and none.fallback == []
+
+
+def test_a_checkpoint_and_an_artifact_are_told_apart(trained, artifact):
+    from lite_export.artifact import ArtifactError, CheckpointError
+
+    *_, ckpt = trained
+    with pytest.raises(ArtifactError, match="is a training checkpoint") as exc:
+        lite_export.load(ckpt, engine="auto")
+    assert f"lite export {ckpt} --out ART" in str(exc.value)
+    with pytest.raises(ArtifactError, match="is a training checkpoint"):
+        lite_export.load(ckpt, engine="onnxruntime")
+    with pytest.raises(CheckpointError, match="is an exported artifact") as exc:
+        lite_export.LiteLLM4Rec.from_pretrained(artifact)
+    assert f"exported from, {ckpt.resolve()}" in str(exc.value)
 
 
 def test_engine_errors_say_what_to_install(artifact):
@@ -76,7 +97,7 @@ def test_tensorrt_engine_matches_pytorch(trained, synthetic, tmp_path):
     art = export_artifact(ckpt, tmp_path / "trt", ExportOptions(k=20), log=None, post_build=plan)
     top = lite_export.load(art, engine="tensorrt").recommend(hists, k=20)
     ref = model.recommend(hists, k=20)
-    assert top.ids == ref.ids
+    assert top.ids == ref.ids and top.titles == ref.titles
     np.testing.assert_allclose(top.scores, ref.scores, rtol=1e-4, atol=1e-4)
 
 
@@ -101,5 +122,5 @@ def test_torch_engine_on_cuda_uses_the_fused_kernel(trained, synthetic, artifact
     hists = _histories(model, synthetic)
     top = lite_export.load(artifact, engine="torch", device="cuda").recommend(hists, k=20)
     ref = model.recommend(hists, k=20)
-    assert top.ids == ref.ids
+    assert top.ids == ref.ids and top.titles == ref.titles
     np.testing.assert_allclose(top.scores, ref.scores, rtol=1e-4, atol=1e-4)

@@ -214,3 +214,39 @@ def test_opset_is_passed_to_optimum_and_too_old_is_refused(trained, tmp_path):
     assert report["opset"] == 14 and report["parity"]["passed"]
     with pytest.raises(ItemsEncoderError, match="opset 12 is too old"):
         export_items_encoder(ckpt, tmp_path / "out12", opset=12)
+
+
+def test_out_dir_keeps_what_the_export_did_not_write(exported, tmp_path):
+    """Writing directories (SPEC §7): only an earlier items-encoder export (its sidecar) is
+    replaced, and only with force; nothing else of those names, nor the checkpoint. (An existing
+    empty out dir: the ``exported`` fixture's.)"""
+    from lite_export.artifact import OutputDirError, OutputExistsError
+
+    ckpt, out, _ = exported
+    user = tmp_path / "user"
+    (user / TOKENIZER_DIR).mkdir(parents=True)
+    (user / TOKENIZER_DIR / "vocab.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="not from an items-encoder export"):
+        export_items_encoder(ckpt, user, force=True)
+    assert (user / TOKENIZER_DIR / "vocab.txt").read_text() == "mine"
+
+    for holder in (tmp_path / "n" / TOKENIZER_DIR, tmp_path / "m" / TOKENIZER_DIR / "ck"):
+        shutil.copytree(ckpt, holder)  # the checkpoint is, or is inside, an output's name
+        root = tmp_path / holder.relative_to(tmp_path).parts[0]
+        with pytest.raises(OutputDirError, match="refused even with force"):
+            export_items_encoder(holder, root, force=True)
+        assert (holder / "config.json").read_bytes() == (ckpt / "config.json").read_bytes()
+
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    (again / "keep.txt").write_text("other exporter's file")
+    sidecar = json.loads((again / SIDECAR_FILE).read_text())
+    (again / SIDECAR_FILE).write_text(json.dumps({**sidecar, "stale": True}))
+    with pytest.raises(OutputExistsError, match="pass force=True"):
+        export_items_encoder(ckpt, again)
+    assert json.loads((again / SIDECAR_FILE).read_text())["stale"] is True
+    report = export_items_encoder(ckpt, again, force=True)
+    assert report["parity"]["passed"]
+    assert "stale" not in json.loads((again / SIDECAR_FILE).read_text())
+    assert (again / "keep.txt").read_text() == "other exporter's file"
+    assert not [p for p in again.iterdir() if p.name.startswith(".")]

@@ -170,10 +170,19 @@ def test_repository_is_atomic_and_refuses_to_overwrite(artifact: Path, tmp_path:
     marker = target / "lite" / "1" / "model.py"
     with pytest.raises(FileExistsError, match="force"):
         write_model_repository(artifact, target)
-    with pytest.raises(TritonRepositoryError, match="manifest.json"):
+    with pytest.raises(TritonRepositoryError, match="nothing does not exist"):
         write_model_repository(tmp_path / "nothing", target, force=True)
+    ckpt = tmp_path / "ckpt"  # a training checkpoint's marker: named as one
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text('{"format": "lite-export-checkpoint", "format_version": 1}')
+    with pytest.raises(TritonRepositoryError, match="is a training checkpoint.*lite export"):
+        write_model_repository(ckpt, target, force=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TritonRepositoryError, match="has no manifest.json"):
+        write_model_repository(empty, target, force=True)
     assert marker.is_file()  # a failed rewrite leaves the old repository
-    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no temporary directories left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "empty", "repo"]  # no temp dirs
     write_model_repository(artifact, target, force=True, max_batch_size=8)
     assert _parse(target / "lite_onnx" / "config.pbtxt").max_batch_size == 8
     with pytest.raises(ValueError, match="kind"):

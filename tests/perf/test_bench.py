@@ -218,3 +218,57 @@ def test_cpu_watch_sees_other_work():
     finally:
         proc.kill()
         proc.wait()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def test_outputs_are_marked_and_only_lite_exports_own_are_replaced(
+    bench_run, perf_artifact, tmp_path
+):
+    """Writing directories (SPEC §7): every output carries lite-export's marker; before any
+    measurement, a file of an output's name is refused unless lite-export wrote it, and
+    replaced only with --force. (An existing empty --out: the bench_run fixture's.)"""
+    import shutil
+    import time
+
+    from lite_export.artifact import written_by_lite_export
+
+    out, _, _ = bench_run
+    names = ["serve.json", "serve.md", "serve_inprocess.png", "serve_http.png"]
+    assert all(written_by_lite_export(out / n) for n in names)
+    target = tmp_path / "b"
+    shutil.copytree(out, target)
+    before = _tree(target)
+    args = ["bench", str(perf_artifact), "--engines", "onnxruntime", "--threads", "1"]
+    args += ["--batch-sizes", "1", "--histories", "5", "--no-http", "--duration-s", "0.05"]
+    args += ["--reps", "5", "--no-progress", "--out", str(target), "--name", "serve"]
+    t = time.monotonic()
+    res = runner.invoke(app, args)  # an earlier run's outputs, no --force
+    assert res.exit_code == 2, res.output
+    assert "from an earlier run; pass --force" in res.output and "serve.json" in res.output
+    assert time.monotonic() - t < 20  # refused before measuring
+    assert _tree(target) == before
+
+    # a settings file the run reads is never overwritten, even when lite-export wrote it
+    config = target / "serve.json"
+    config.write_text(json.dumps({"_written_by": "lite tune 0.1.0 for art", "max_batch": 8}))
+    res = runner.invoke(app, [*args, "--force", "--config", str(config)])
+    assert res.exit_code == 2 and "is an input of this command" in res.output, res.output
+    assert json.loads(config.read_text())["max_batch"] == 8
+
+    # a file of an output's name that lite-export did not write: refused, named, kept
+    (target / "serve.md").write_text("# my own notes\n")
+    res = runner.invoke(app, [*args, "--force"])
+    assert res.exit_code == 2, res.output
+    assert "serve.md, not written by lite-export" in " ".join(res.output.split())
+    assert (target / "serve.md").read_text() == "# my own notes\n"
+
+    (target / "serve.md").write_bytes(before["serve.md"])
+    res = runner.invoke(app, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((target / "serve.json").read_text())
+    assert len(rows) == 1 and rows[0]["mode"] == "inprocess"  # the new run's single point
+    assert all(written_by_lite_export(target / n) for n in names)
+    assert (target / "serve_http.png").read_bytes() == before["serve_http.png"]  # not written

@@ -86,6 +86,35 @@ def test_generous_target_is_met_by_the_best_trial(tuned):
         assert chosen["settings"][key] == won["settings"][key]
 
 
+def test_printed_table_shows_the_confirmation_runs_that_decided(tuned):
+    out, output = tuned
+    trials = json.loads((out / "tune_trials.json").read_text())
+    chosen = json.loads((out / "tune.json").read_text())["chosen"]
+    runs = [(t, run) for t in trials for run in t.get("confirm_runs", [])]
+    assert len(runs) >= 3
+    rows = [line for line in output.splitlines() if "│ confirm" in line]
+    assert len(rows) == len(runs), output
+    for row, (trial, run) in zip(rows, runs, strict=True):
+        cells = [c.strip() for c in row.strip().strip("│").split("│")]
+        s = trial["settings"]
+        assert cells[:6] == [
+            str(trial["trial"]),
+            "confirm",
+            s["engine"],
+            str(s["threads"]),
+            str(s["max_batch"]),
+            f"{s['max_delay_ms']:g}",
+        ], row
+        assert cells[6] == str(run["concurrency"])
+        assert cells[7] == f"{run['throughput_rps']:,.0f}"
+        assert cells[9] == f"{run['p99_ms']:.2f}"
+        assert cells[10] == ("yes" if run["met"] else "no") + (
+            ", chosen" if run == chosen["confirm"] else ""
+        )
+    # exactly one run decided, and it is the one tune.json reports
+    assert sum(", chosen" in r for r in rows) == 1 and chosen["confirm"]["chosen"] is True
+
+
 def test_serve_json_is_what_lite_serve_runs_with(tuned, perf_artifact, tmp_path):
     from lite_export.perf.load import free_port
     from lite_export.serving.settings import ServeSettings
@@ -200,3 +229,42 @@ def test_tune_bad_options(perf_artifact, tmp_path):
         app, ["tune", str(Path(tmp_path) / "none"), "--p99-ms", "10", "--out", str(tmp_path)]
     )
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_outputs_are_marked_and_only_lite_exports_own_are_replaced(tuned, perf_artifact, tmp_path):
+    """Writing directories (SPEC §7): before any measurement, a file of an output's name is
+    refused unless lite-export wrote it, and replaced only with --force."""
+    import shutil
+
+    from lite_export.artifact import written_by_lite_export
+    from lite_export.perf.tune import TUNE_FILES
+
+    out, _ = tuned
+    assert all(written_by_lite_export(out / n) for n in TUNE_FILES)
+    target = tmp_path / "t"
+    shutil.copytree(out, target)
+    before = {n: (target / n).read_bytes() for n in TUNE_FILES}
+    args = ["tune", str(perf_artifact), "--p99-ms", "0.001", "--out", str(target), *SMALL]
+    args += ["--max-batch", "4", "--max-delay-ms", "0"]
+    t = time.monotonic()
+    res = runner.invoke(app, args)  # an earlier run's outputs, no --force
+    assert res.exit_code == 2, res.output
+    assert "from an earlier run; pass --force" in res.output
+    assert time.monotonic() - t < 20  # refused before measuring
+    assert {n: (target / n).read_bytes() for n in TUNE_FILES} == before
+
+    res = runner.invoke(app, [*args, "--force"])  # an impossible target: one short trial
+    assert res.exit_code == 1, res.output
+    summary = json.loads((target / "tune.json").read_text())
+    assert summary["met"] is False and written_by_lite_export(target / "tune.json")
+    assert (target / "serve.json").read_bytes() == before["serve.json"]  # left as it was
+    assert "left as they were" in res.output
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "serve.json").write_text('{"max_batch": 8}\n')  # a settings file of the user's
+    res = runner.invoke(app, [*args[:5], str(mine), *args[6:], "--force"])
+    assert res.exit_code == 2, res.output
+    assert "serve.json, not written by lite-export" in " ".join(res.output.split())
+    assert (mine / "serve.json").read_text() == '{"max_batch": 8}\n'
+    assert sorted(p.name for p in mine.iterdir()) == ["serve.json"]

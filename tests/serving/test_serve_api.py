@@ -97,6 +97,34 @@ def test_batch_answers_in_order(client, item_ids):
     assert client.post("/v1/recommend/batch", json={"requests": []}).json() == {"results": []}
 
 
+def test_every_answer_says_what_its_scores_are(client, serve_artifact, item_ids):
+    popularity = {
+        row["id"]: row["popularity"]
+        for row in map(json.loads, (serve_artifact / "items.jsonl").read_text().splitlines())
+    }
+    model = client.post("/v1/recommend", json={"history": item_ids[:3], "k": 5}).json()
+    assert model["fallback"] is False and model["score_kind"] == "model"
+    fallback = client.post("/v1/recommend", json={"history": [], "k": 5}).json()
+    assert fallback["fallback"] is True and fallback["score_kind"] == "popularity"
+    # a fallback's scores are the training interaction counts, most popular first
+    counts = [popularity[i["id"]] for i in fallback["items"]]
+    assert [i["score"] for i in fallback["items"]] == counts == sorted(counts, reverse=True)
+    # the batch form: each result says so for itself
+    reqs = [{"history": []}, {"history": item_ids[:2]}, {"history": ["nope"], "lenient": True}]
+    results = client.post("/v1/recommend/batch", json={"requests": reqs}).json()["results"]
+    assert [r["score_kind"] for r in results] == ["popularity", "model", "popularity"]
+    assert [r["fallback"] for r in results] == [True, False, True]
+    # and the OpenAPI schema documents both meanings of score
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    score = schemas["Item"]["properties"]["score"]["description"]
+    assert "score_kind" in score and '"model"' in score and '"popularity"' in score
+    kind = schemas["RecommendResponse"]["properties"]["score_kind"]
+    assert kind["enum"] == ["model", "popularity"] and "popularity" in kind["description"]
+    assert "score_kind" in schemas["RecommendResponse"]["required"]
+    k = schemas["RecommendRequest"]["properties"]["k"]
+    assert "maximum" not in k and "max_k" in k["description"]  # the artifact's K is the bound
+
+
 def test_items_search(client, item_ids):
     r = client.get("/v1/items", params={"q": "GOLDEN", "limit": 5}).json()
     assert 0 < len(r["items"]) <= 5
@@ -143,7 +171,31 @@ BAD = [
         422,
         "k must be between 1 and 20",
     ),
-    ("k huge", "POST", "/v1/recommend", {"json": {"history": [], "k": 10**30}}, 422, "body.k"),
+    (
+        "k zero names K",
+        "POST",
+        "/v1/recommend",
+        {"json": {"history": [], "k": 0}},
+        422,
+        "(k is an integer from 1 to 20, the K this artifact was exported with)",
+    ),
+    # the artifact's K (20) is the bound, never a schema constant
+    (
+        "k above the schema's old bound",
+        "POST",
+        "/v1/recommend",
+        {"json": {"history": [], "k": 5000}},
+        422,
+        "k must be between 1 and 20 (the K this artifact was exported with",
+    ),
+    (
+        "k huge",
+        "POST",
+        "/v1/recommend",
+        {"json": {"history": [], "k": 10**30}},
+        422,
+        "k must be between 1 and 20",
+    ),
     (
         "k string",
         "POST",
@@ -290,6 +342,14 @@ BAD = [
         "requests[0]: k must be between 1 and 20",
     ),
     (
+        "batch k above the schema's old bound",
+        "POST",
+        "/v1/recommend/batch",
+        {"json": {"requests": [{"history": []}, {"history": [], "k": 4097}]}},
+        422,
+        "requests[1]: k must be between 1 and 20",
+    ),
+    (
         "batch over max-queue",
         "POST",
         "/v1/recommend/batch",
@@ -419,3 +479,41 @@ def test_page_docs_and_metrics_are_served_locally(client):
     ):
         assert name in text, name
     assert metric(text, "lite_ready") == 1
+
+
+def test_serve_says_listening_once_the_model_is_ready(serve_artifact):
+    """One line with the URL, printed only when /readyz answers 200; uvicorn's own "running"
+    line (printed before the model loads) is not shown."""
+    import subprocess
+
+    import httpx
+    from serve_helpers import free_port, lite_command
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*lite_command(), "serve", str(serve_artifact), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening" in line:
+                # the instant it is printed, the server is bound and the model ready
+                assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+                break
+        else:
+            raise AssertionError("lite serve exited without a listening line:\n" + "".join(lines))
+        url = f"http://127.0.0.1:{port}"
+        assert line.startswith(f"lite serve: ready, listening on {url} ("), line
+        assert "K 20" in line and f"docs {url}/docs" in line
+        before = "".join(lines[:-1])
+        assert "Uvicorn running on" not in before and "listening" not in before
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, "".join(lines) + rest
+    out = "".join(lines) + rest
+    assert out.count("listening") == 1 and "Uvicorn running on" not in out

@@ -73,6 +73,18 @@ def test_page_builds_a_history_and_shows_the_apis_recommendations(browser, serve
     with server.client() as c:
         api = c.post("/v1/recommend", json={"history": picked[1:], "k": 10}).json()
     expect(page.locator("#recs tbody td.title")).to_have_text([it["title"] for it in api["items"]])
+    expect(page.locator("#score-head")).to_have_text("score")
+
+    # an empty history: the most popular items, whose scores are training counts, said so
+    page.click("#clear")
+    with server.client() as c:
+        api = c.post("/v1/recommend", json={"history": [], "k": 10}).json()
+    assert api["score_kind"] == "popularity"
+    expect(page.locator("#recs tbody td.id")).to_have_text([it["id"] for it in api["items"]])
+    expect(page.locator("#score-head")).to_have_text("popularity")
+    expect(page.locator("#recs tbody td.score")).to_have_text(
+        [str(round(it["score"])) for it in api["items"]]
+    )
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     # everything the page loaded came from the server itself (no CDN)
     assert urls and all(u.startswith(server.url) for u in urls), urls

@@ -90,10 +90,17 @@ async function recommend() {
   try {
     const { data, ms, serverTiming } = await api("/v1/recommend", body);
     if (mine !== seq) return; // a newer request is on its way
+    // an empty history gets the most popular items: their scores are training counts
+    const popularity = data.score_kind === "popularity";
+    $("score-head").textContent = popularity ? "popularity" : "score";
+    $("score-head").title = popularity
+      ? "empty history: the most popular items, scored by their interaction count in the training data"
+      : "the model's score (higher is better)";
     const rows = data.items.map((it, i) => {
       const tr = document.createElement("tr");
       tr.dataset.id = it.id;
-      for (const [text, cls] of [[i + 1, "num"], [it.title, "title"], [it.id, "id"], [it.score.toFixed(4), "num score"]]) {
+      const score = popularity ? String(Math.round(it.score)) : it.score.toFixed(4);
+      for (const [text, cls] of [[i + 1, "num"], [it.title, "title"], [it.id, "id"], [score, "num score"]]) {
         const td = document.createElement("td");
         td.className = cls;
         td.textContent = text;
