@@ -126,7 +126,7 @@ def _metrics_table(rows: dict[str, dict], title: str):
 @app.command(
     epilog="Examples:\n\n"
     "  lite train --data synthetic --preset tiny --out ckpt\n\n"
-    "  lite train --data ml-1m --data-dir ../shared/data/ml-1m --preset small --out ckpt-ml1m\n\n"
+    "  lite train --data ml-1m --data-dir path/to/ml-1m --preset small --out ckpt-ml1m\n\n"
     "  lite train --data amazon --data-dir data/beauty --preset sasrec --out ckpt-sasrec\n\n"
     "  accelerate launch --num_processes 2 -m lite_export.cli train --data ml-1m --data-dir DIR --out ckpt"
 )
@@ -464,7 +464,7 @@ def _report_interrupted(out: Path, result, num_processes: int) -> None:
     epilog="Examples:\n\n"
     "  lite eval ckpt\n\n"
     "  lite eval ckpt --split valid --json metrics.json\n\n"
-    "  lite eval ckpt-ml1m --data ml-1m --data-dir ../shared/data/ml-1m",
+    "  lite eval ckpt-ml1m --data ml-1m --data-dir path/to/ml-1m",
 )
 def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory written by `lite train`.")],
@@ -1119,6 +1119,13 @@ ServeConfigOpt = Annotated[
 DurationOpt = Annotated[
     float, typer.Option(help="Seconds per measurement (each also stops at its request cap).")
 ]
+ForceFilesOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Replace the output files of an earlier run in --out (only files lite-export "
+        "wrote: any other file of those names is never overwritten)."
+    ),
+]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars (on stderr).")]
 
 
@@ -1174,13 +1181,7 @@ def bench(
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib).")] = True,
     progress: ProgressOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
-    force: Annotated[
-        bool,
-        typer.Option(
-            help="Replace the output files of an earlier run in --out (only files lite-export "
-            "wrote: any other file of those names is never overwritten)."
-        ),
-    ] = False,
+    force: ForceFilesOpt = False,
 ) -> None:
     """Measure latency p50/p95/p99 and throughput across engines, precisions, threads, batch
     sizes and history lengths, in process and over HTTP; write a table, JSON and plots."""
@@ -1301,13 +1302,7 @@ def tune(
     ] = 900.0,
     progress: ProgressOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
-    force: Annotated[
-        bool,
-        typer.Option(
-            help="Replace the output files of an earlier run in --out (only files lite-export "
-            "wrote: any other file of those names is never overwritten)."
-        ),
-    ] = False,
+    force: ForceFilesOpt = False,
 ) -> None:
     """Find the serving settings (engine, threads, micro-batching) with the highest throughput
     that meets a p99 target over HTTP; write serve.json and Triton's dynamic batching."""

@@ -10,7 +10,7 @@
 # headers (fetch_ort_headers.sh; /usr/include/onnxruntime when libonnxruntime-dev is installed).
 # It refuses headers newer than the library (the C API is backward compatible only).
 # Prerequisites (Debian 12): cmake ninja-build g++ libssl-dev nlohmann-json3-dev
-# (`sudo bash .ci/cpp_deps.sh`). Settings: BUILD_DIR, JOBS (2), PYTHON (python3).
+# (`bash .ci/cpp_deps.sh` as root, `sudo bash .ci/cpp_deps.sh` otherwise). Settings: BUILD_DIR, JOBS (2), PYTHON (python3).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -22,7 +22,7 @@ die() {
   echo "build.sh: $*" >&2
   exit 1
 }
-command -v cmake >/dev/null || die "cmake not found (apt-get install cmake, or sudo bash .ci/cpp_deps.sh)"
+command -v cmake >/dev/null || die "cmake not found (apt-get install cmake, or bash .ci/cpp_deps.sh as root / with sudo)"
 command -v "${CXX:-c++}" >/dev/null || die "no C++ compiler (apt-get install g++)"
 
 if [ -z "${ONNXRUNTIME_ROOT:-}" ]; then

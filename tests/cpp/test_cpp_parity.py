@@ -60,7 +60,7 @@ def lite_recommend() -> Path:
         reason = "C++ build prerequisites missing: " + ", ".join(missing)
         if os.environ.get("CI"):
             pytest.fail(reason + " (CI must build the C++ example: run .ci/cpp_deps.sh first)")
-        pytest.skip(reason + " (sudo bash .ci/cpp_deps.sh installs them)")
+        pytest.skip(reason + " (bash .ci/cpp_deps.sh installs them, as root or with sudo)")
     env = {**os.environ, "PYTHON": sys.executable, "JOBS": "2"}
     proc = subprocess.run(
         ["bash", str(CPP / "build.sh")], env=env, capture_output=True, text=True, timeout=900
