@@ -14,6 +14,16 @@ measured at start (read + write bytes), and the speed-up over torch. Before timi
 row is checked against an fp32 reference on the same inputs (ids valid and distinct, scores equal
 the fp32 score of their id, sorted scores equal the reference top-k): ``correct`` records it.
 
+``kernels.rank``'s own paths are timed too: ``rank-torch`` (``method="torch"``: matmul + topk with
+fp32 scores, the path ``auto`` can pick -- the ``torch`` row keeps the table's dtype for its
+scores and is the historical baseline) and ``auto`` (``method="auto"``). ``auto`` reads a rank
+table built in this run, the way ``lite tune --gpu`` builds one: each grid point's row holds the
+medians just measured for ``rank-torch``, the filter path and, where timed, the exact path (only
+correct ones), so the ``auto`` row checks that the dispatch runs the fastest path at no extra
+cost: ``auto_vs_best`` = best other path's median / ``auto``'s, reported against the 0.98 target
+(``auto_ok``). ``default_path`` / ``default_vs_best`` say what the shipped defaults
+(``lite_export/kernels/rank_defaults.json``) would have run there, from the same medians.
+
 ONNX Runtime and faiss are CPU-only: on the GPU they are skipped (see ``bench_topk_cpu.py``).
 After the table, a short sweep times every fitting kernel config and a few chunk counts on key
 shapes (``--sweep-budget-s``), the data for tuning the heuristic.
@@ -225,6 +235,58 @@ def row_plan(quick: bool) -> list[tuple[int, int, list[tuple[int, int]]]]:
     ]
 
 
+def rank_with(h, W, b, k, method):
+    from lite_export.kernels import rank
+
+    return rank(h, W, b, k, method=method)
+
+
+#: provider -> rank path, for the rank table this run builds.
+PROVIDER_PATH = {"rank-torch": "torch", "triton-exact": "exact"}
+#: auto must reach this fraction of the best other path's speed at every grid point.
+AUTO_TARGET = 0.98
+
+
+def _path_ms(res: dict) -> dict[str, float]:
+    """{rank path: median ms} of the correct path rows of one grid point."""
+    out = {}
+    for prov, r in res.items():
+        if not r.get("median_ms") or r.get("error") or r.get("correct") is False:
+            continue
+        if prov in PROVIDER_PATH:
+            out[PROVIDER_PATH[prov]] = r["median_ms"]
+        elif prov == "triton" and not r.get("fallback_rows"):
+            out[r.get("method", "filter")] = r["median_ms"]
+    return out
+
+
+def table_row(res: dict, N, d, B, k, dtype):
+    from lite_export.kernels.dispatch import TableRow, dtype_name
+
+    return TableRow(N=N, d=d, B=B, k=k, dtype=dtype_name(dtype), exclude=0, ms=_path_ms(res))
+
+
+def judge_auto(res: dict, trow, N, d, B, k, dtype) -> None:
+    """Fill the auto row's comparison with the best other path (and the defaults' choice)."""
+    from lite_export.kernels.dispatch import defaults
+
+    auto = res.get("auto")
+    ms = _path_ms({p: r for p, r in res.items() if p != "auto"})
+    if not auto or not auto.get("median_ms") or not ms:
+        return
+    best = min(ms, key=ms.get)
+    auto["best_other"] = best
+    auto["best_other_ms"] = ms[best]
+    auto["auto_vs_best"] = round(ms[best] / auto["median_ms"], 3)
+    auto["auto_ok"] = bool(auto["auto_vs_best"] >= AUTO_TARGET and auto.get("correct"))
+    allowed = tuple(ms)
+    default = defaults().choose(B, N, d, k, dtype, False, ("torch", "filter", "exact"))
+    auto["default_path"] = default
+    if default in ms:
+        auto["default_vs_best"] = round(ms[best] / ms[default], 3)
+    auto["table_paths"] = list(allowed)
+
+
 def run_gpu(args) -> list[dict]:
     from lite_export.kernels import fused as tp_mod  # noqa: F401 - import check first
     from lite_export.kernels.fused import (
@@ -253,6 +315,11 @@ def run_gpu(args) -> list[dict]:
     rows: list[dict] = []
     t_start = time.perf_counter()
     arch = "hopper" if props.major >= 9 else "ampere"
+    from lite_export import kernels
+    from lite_export.kernels import dispatch
+
+    gpu, tv, trv = dispatch.table_key(torch.device(device))
+    run_table = dispatch.RankTable(gpu, tv, trv, [], source="bench_topk_projection.py (this run)")
 
     for N, d, Bks in row_plan(args.quick):
         if time.perf_counter() - t_start > args.budget_s:
@@ -290,13 +357,25 @@ def run_gpu(args) -> list[dict]:
             }
             nbytes = w_bytes + N * esize
             res: dict[str, dict] = {}
-            provs = ["torch", "triton"]
+            provs = ["torch", "rank-torch", "triton"]
             if (N, d) in EXACT_COMPARE and B <= 16:
                 provs.append("triton-exact")  # the running-top-K path, same run
+            provs.append("auto")  # last: its table row is what was just measured
             for prov in provs:
                 row = {**common, "provider": prov}
                 try:
-                    if prov.startswith("triton"):
+                    if prov == "auto":
+                        run_table.rows.append(table_row(res, N, d, B, k, dtype))
+                        dispatch.use_table(run_table)  # forget cached decisions
+                    if prov in ("rank-torch", "auto"):
+                        method = "torch" if prov == "rank-torch" else "auto"
+                        row["method"] = kernels.resolve_method(method, h, W, k)
+                        scores, ids = kernels.rank(h, W, b, k, method=method)
+                        ok, err, note = check_against_fp32(h, W, b, k, scores, ids)
+                        row.update(correct=ok, max_abs_err=err, **({"note": note} if note else {}))
+                        fn = make_rotating(rank_with, h, bufs, b, k, method=method)
+                        med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
+                    elif prov.startswith("triton"):
                         method = "exact" if prov == "triton-exact" or N < FILTER_MIN_N else "filter"
                         cfg = heuristic_config(B, d, k, dtype, arch, method)
                         plan = plan_launch(
@@ -335,6 +414,7 @@ def run_gpu(args) -> list[dict]:
             for r in res.values():
                 if t_ms and r.get("median_ms"):
                     r["speedup_vs_torch"] = round(t_ms / r["median_ms"], 2)
+            judge_auto(res, run_table.rows[-1] if run_table.rows else None, N, d, B, k, dtype)
             tri = res.get("triton", {})
             if "triton-exact" in res:
                 ex_row = res["triton-exact"]
@@ -352,6 +432,7 @@ def run_gpu(args) -> list[dict]:
             )
         del W, b, bufs
         torch.cuda.empty_cache()
+        write_outputs(rows, args.out, "topk_gpu", png=False)  # a cut run keeps what it measured
 
     rows += run_exclusion_rows(args, base, dtype, esize, bw, arch)
     rows += run_sweep(args, base, dtype, esize, bw, arch)
@@ -498,13 +579,14 @@ def time_parts(part, base, args, h, W, b, k, cfg, nbytes, bw) -> dict:
 # ---- output ---------------------------------------------------------------------------------------
 
 
-def write_outputs(rows: list[dict], out: Path, stem: str) -> None:
+def write_outputs(rows: list[dict], out: Path, stem: str, png: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
     main = [
         r
         for r in rows
-        if r.get("provider") in ("triton", "triton-exact", "torch", "triton+exclude200")
+        if r.get("provider")
+        in ("triton", "triton-exact", "torch", "rank-torch", "auto", "triton+exclude200")
     ]
     lines = [
         f"# Fused projection + top-K vs torch ({rows[0].get('machine', '?') if rows else '?'})",
@@ -524,6 +606,28 @@ def write_outputs(rows: list[dict], out: Path, stem: str) -> None:
             f"{r.get('roofline_pct', '')} | {r.get('speedup_vs_torch', '')} | {r.get('correct', '')} | "
             f"{r.get('fallback_rows', '')} | {r.get('sample_ms', '')} |"
         )
+    autos = [r for r in rows if r.get("provider") == "auto" and "auto_vs_best" in r]
+    if autos:
+        ok = sum(1 for r in autos if r.get("auto_ok"))
+        lines += [
+            "",
+            '## method="auto"',
+            "",
+            f"`auto` reached >= {AUTO_TARGET} x the best other correct path at {ok} of "
+            f"{len(autos)} grid points. Its table: this run's medians of the paths at each point "
+            "(as `lite tune --gpu` would store); `default`: what the shipped defaults "
+            "(rank_defaults.json) pick there, and the best path's median over that path's.",
+            "",
+            "| N | d | B | k | auto path | auto ms | best other | best ms | auto vs best | ok | default | default vs best |",
+            "|---:|---:|---:|---:|---|---:|---|---:|---:|---|---|---:|",
+        ]
+        for r in autos:
+            lines.append(
+                f"| {r['N']} | {r['d']} | {r['B']} | {r['k']} | {r.get('method')} | "
+                f"{r['median_ms']} | {r['best_other']} | {r['best_other_ms']} | "
+                f"{r['auto_vs_best']} | {r['auto_ok']} | {r.get('default_path')} | "
+                f"{r.get('default_vs_best', '')} |"
+            )
     skipped = [r for r in rows if r.get("provider") == "skipped"]
     if skipped:
         lines += [
@@ -550,6 +654,8 @@ def write_outputs(rows: list[dict], out: Path, stem: str) -> None:
                 f"{r.get('chunks', '')} | {r.get('median_ms', r.get('error', ''))} | {r.get('roofline_pct', '')} | {r.get('correct', '')} |"
             )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    if not png:
+        return
     try:
         plot(main, out / f"{stem}.png")
     except Exception as e:  # matplotlib missing or headless trouble: the table is what matters
@@ -624,11 +730,17 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(rows, args.out, "topk_gpu")
     print((args.out / "topk_gpu.md").read_text())
     ok = [r for r in rows if r.get("provider") == "triton"]
+    autos = [r for r in rows if r.get("provider") == "auto"]
     summary = {
         "rows": len(rows),
         "triton_rows": len(ok),
         "triton_correct": sum(1 for r in ok if r.get("correct")),
         "triton_errors": sum(1 for r in ok if r.get("error")),
+        "auto_rows": len(autos),
+        "auto_ok": sum(1 for r in autos if r.get("auto_ok")),
+        "auto_min_vs_best": min(
+            (r["auto_vs_best"] for r in autos if "auto_vs_best" in r), default=None
+        ),
         "out": str(args.out),
     }
     print(json.dumps(summary))

@@ -55,6 +55,12 @@ class ItemCatalog:
 
     def indices(self, external_ids: Iterable) -> list[int]:
         """Internal indices of external ids; raises UnknownItemError naming every unknown id."""
+        if not isinstance(external_ids, list | tuple):
+            external_ids = list(external_ids)
+        # fast path: every id a known string (one C-level dict lookup each)
+        out = list(map(self._index.get, external_ids))
+        if None not in out:
+            return out
         out, unknown = [], []
         for ext in external_ids:
             idx = self._index.get(str(ext))

@@ -666,7 +666,7 @@ def demo(
         raise typer.Exit(code)
 
 
-def _shape(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
+def _shape(text: str | None, default: tuple[int, int] | None) -> tuple[int, int] | None:
     if text is None:
         return default
     try:
@@ -792,13 +792,30 @@ def export_cmd(
         bool, typer.Option(help="Also write ONNX Runtime's optimised graph.")
     ] = True,
     min_shape: Annotated[
-        str | None, typer.Option(help="TensorRT profile min BATCH,HISTORY.")
+        str | None,
+        typer.Option(
+            help="Input profile min BATCH,HISTORY (the TensorRT plan's; recorded in "
+            "manifest.json, kept by every engine) \\[default: 1,1]."
+        ),
     ] = None,
     opt_shape: Annotated[
-        str | None, typer.Option(help="TensorRT profile opt BATCH,HISTORY.")
+        str | None,
+        typer.Option(help="Input profile opt BATCH,HISTORY \\[default: 16,max_history]."),
     ] = None,
     max_shape: Annotated[
-        str | None, typer.Option(help="TensorRT profile max BATCH,HISTORY.")
+        str | None,
+        typer.Option(
+            help="Input profile max BATCH,HISTORY; larger batches are split "
+            "\\[default: 256,max_history]."
+        ),
+    ] = None,
+    max_exclude: Annotated[
+        int | None,
+        typer.Option(
+            help="Most ids one history excludes inside the graph (exclude_ids width in the "
+            "profile); longer lists are chunked with identical results "
+            "\\[default: min(4096, catalog size)]."
+        ),
     ] = None,
     timing_cache: Annotated[
         Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")
@@ -848,6 +865,13 @@ def export_cmd(
             "where the server's Python has lite-export and torch (--format triton)."
         ),
     ] = False,
+    triton_trt_cache: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton --triton-tensorrt: absolute directory on the server where ONNX "
+            "Runtime keeps the TensorRT engines it builds \\[default: /tmp/lite-export-trt-cache]."
+        ),
+    ] = None,
     progress: Annotated[
         bool,
         typer.Option(
@@ -865,6 +889,7 @@ def export_cmd(
         "--triton-max-batch-size": triton_max_batch_size,
         "--triton-preferred-batch-sizes": triton_preferred_batch_sizes,
         "--triton-max-queue-delay-us": triton_max_queue_delay_us,
+        "--triton-trt-cache": triton_trt_cache,
     }
     if fmt != "triton" and any(v is not None for v in triton_flags.values()):
         given = [k for k, v in triton_flags.items() if v is not None]
@@ -879,6 +904,11 @@ def export_cmd(
         triton_max_batch_size = batching["max_batch_size"]
         if triton_instances < 1:
             _fail("--triton-instances must be >= 1")
+        if triton_trt_cache is not None and not triton_trt_cache.startswith("/"):
+            _fail(
+                f"--triton-trt-cache must be an absolute path on the Triton server, got "
+                f"{triton_trt_cache!r}"
+            )
 
         def post_build(tmp: Path, manifest: dict) -> list[str]:
             # inside the export's temporary directory: the repository is checksummed in the
@@ -895,6 +925,7 @@ def export_cmd(
                 instance_count=triton_instances,
                 kind="KIND_GPU" if triton_tensorrt or triton_gpu else "KIND_CPU",
                 tensorrt_accelerator=triton_tensorrt,
+                **({"tensorrt_cache_dir": triton_trt_cache} if triton_trt_cache else {}),
             )
             manifest["triton"] = {
                 "repository": "triton",
@@ -912,6 +943,13 @@ def export_cmd(
             }
             return [f"triton/{f}" for f in files]
 
+    shapes = {
+        "min_shape": _shape(min_shape, None),
+        "opt_shape": _shape(opt_shape, None),
+        "max_shape": _shape(max_shape, None),
+    }
+    if max_exclude is not None and max_exclude < 1:
+        _fail(f"--max-exclude must be >= 1 (longer lists are chunked), got {max_exclude}")
     _need(ckpt, "checkpoint")  # after the option checks, before torch is imported
     inputs = [ckpt, timing_cache, triton_config]
     _check_out(out, "artifact", force, sources=inputs)
@@ -925,25 +963,24 @@ def export_cmd(
             )
 
         def post_build(tmp: Path, manifest: dict) -> list[str]:
+            from lite_export.engines.profile import InputProfile
             from lite_export.exporters.tensorrt import build_engine
 
-            hist = manifest["dims"]["max_history"]
-            shapes = [
-                _shape(min_shape, (1, 1)),
-                _shape(opt_shape, (16, hist)),
-                _shape(max_shape, (256, hist)),
-            ]
-            profile = [{"item_ids": s, "exclude_ids": s} for s in shapes]
+            # the plan gets the profile manifest.json records: item_ids and exclude_ids each
+            # with their own widths (--max-exclude), the engines keep every call inside it
+            lo, opt, hi = InputProfile.from_manifest(manifest).tensorrt_shapes()
             build_engine(
                 tmp / "model.onnx",
                 tmp / "model.plan",
-                min_shapes=profile[0],
-                opt_shapes=profile[1],
-                max_shapes=profile[2],
+                min_shapes=lo,
+                opt_shapes=opt,
+                max_shapes=hi,
                 precision=precision,
                 timing_cache=timing_cache,
             )
-            manifest["tensorrt_profile"] = {"min": shapes[0], "opt": shapes[1], "max": shapes[2]}
+            import tensorrt as _trt
+
+            manifest["tensorrt_build"] = {"tensorrt_version": str(_trt.__version__)}
             return ["model.plan"]
 
     from lite_export.exporters.onnx import ExportError, ExportOptions, export_artifact
@@ -955,6 +992,8 @@ def export_cmd(
         opset=opset,
         external_data_threshold=external_data_threshold,
         optimize=optimize,
+        max_exclude=max_exclude,
+        **shapes,
     )
     from lite_export.progress import enabled as progress_enabled
 
@@ -979,6 +1018,19 @@ def export_cmd(
     for graph, res in manifest["parity"].items():
         diff = res.get("max_abs_score_diff", res.get("max_abs_diff"))
         print(f"  parity {graph:<18} max |diff| {diff:.2e} (tolerance {res['tolerance']:.0e})")
+    if "model.plan" in manifest.get("files", {}):
+        print(
+            f"  TensorRT plan: {path / 'model.plan'} ({manifest['files']['model.plan']['bytes']:,} "
+            f"bytes, TensorRT {manifest.get('tensorrt_build', {}).get('tensorrt_version', '?')}); "
+            "it runs only on this GPU model and TensorRT version"
+        )
+    prof = manifest.get("profile")
+    if prof:
+        print(
+            "  input profile: "
+            + ", ".join(f"{n} {v['min']}..{v['max']}" for n, v in prof.items())
+            + " (engines split larger batches and chunk longer exclusion lists)"
+        )
     if manifest.get("triton"):
         print(
             f"  Triton model repository: {path / 'triton'} (models lite [python], lite_onnx "
@@ -1016,7 +1068,10 @@ def serve(
     ] = None,
     max_delay_ms: Annotated[
         float | None,
-        typer.Option(help="Longest wait for a batch to fill, in ms \\[default: 2]."),
+        typer.Option(
+            help="Opt-in wait for fuller batches, in ms \\[default: 0: continuous batching, a "
+            "request that finds the engine free runs at once]."
+        ),
     ] = None,
     max_queue: Annotated[
         int | None,
@@ -1176,7 +1231,8 @@ def bench(
         int | None, typer.Option(help="HTTP: the servers' --max-batch \\[default: 32].")
     ] = None,
     max_delay_ms: Annotated[
-        float | None, typer.Option(help="HTTP: the servers' --max-delay-ms \\[default: 2].")
+        float | None,
+        typer.Option(help="HTTP: the servers' --max-delay-ms \\[default: 0, continuous]."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib).")] = True,
     progress: ProgressOpt = True,
@@ -1260,13 +1316,17 @@ def bench(
     "  lite tune art --p99-ms 20 --engines onnxruntime --threads 1 --max-batch 16,32,64 "
     "--max-delay-ms 0,2,5 --history 200 --out tuned\n\n"
     "  lite serve art --config tuned/serve.json\n\n"
-    "  lite export ckpt --out art-triton --format triton --triton-config tuned/tune.json"
+    "  lite export ckpt --out art-triton --format triton --triton-config tuned/tune.json\n\n"
+    "  lite tune --gpu            (measure the ranking paths on this GPU for kernels.rank)\n\n"
+    "  lite tune art --gpu        (the same for this artifact's catalog and width)"
 )
 def tune(
-    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `lite export`.")],
+    artifact: Annotated[
+        Path | None, typer.Argument(help="Artifact directory written by `lite export`.")
+    ] = None,
     p99_ms: Annotated[
-        float, typer.Option("--p99-ms", help="Target p99 latency of one request, in ms.")
-    ],
+        float | None, typer.Option("--p99-ms", help="Target p99 latency of one request, in ms.")
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -1282,7 +1342,8 @@ def tune(
     ] = None,
     max_batch: Annotated[str, typer.Option(help="Micro-batch sizes to try.")] = "8,16,32,64",
     max_delay_ms: Annotated[
-        str, typer.Option(help="Micro-batching waits to try, in ms.")
+        str,
+        typer.Option(help="Batching waits to try, in ms (0: continuous batching, no wait)."),
     ] = "0,1,2,5",
     history: Annotated[
         int, typer.Option(help="History length of the requests (capped at max_history).")
@@ -1303,10 +1364,32 @@ def tune(
     progress: ProgressOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
     force: ForceFilesOpt = False,
+    gpu: Annotated[
+        bool,
+        typer.Option(
+            "--gpu",
+            help="Instead: time the ranking paths (fused filter/exact, matmul + topk) on this "
+            "GPU and store the table kernels.rank(method='auto') reads (see docs/kernels.md).",
+        ),
+    ] = False,
 ) -> None:
     """Find the serving settings (engine, threads, micro-batching) with the highest throughput
-    that meets a p99 target over HTTP; write serve.json and Triton's dynamic batching."""
+    that meets a p99 target over HTTP; write serve.json and Triton's dynamic batching. With
+    --gpu: measure which ranking path is fastest per shape on this GPU."""
     _need(artifact, "artifact")
+    if gpu:
+        from lite_export.kernels.tuning import tune_gpu_cli
+
+        try:
+            print(tune_gpu_cli(artifact, budget_s=budget_s))
+        except (RuntimeError, ValueError, OSError) as exc:
+            _fail(str(exc))
+        return
+    if artifact is None or p99_ms is None:
+        _fail(
+            "lite tune needs an ARTIFACT and --p99-ms (e.g. `lite tune art --p99-ms 20`), or "
+            "--gpu to measure the ranking paths of this GPU"
+        )
     from rich.console import Console
 
     from lite_export.artifact import ArtifactError

@@ -41,10 +41,27 @@ def trained(tmp_path_factory, synthetic):
 
 
 @pytest.fixture(scope="session")
-def artifact(trained, tmp_path_factory):
-    """A K=20 fp32 artifact exported from the session's tiny checkpoint."""
+def tiny_artifact(trained, tmp_path_factory):
+    """A K=20 fp32 artifact exported from the session's tiny checkpoint (also ``artifact``; a
+    module may override ``artifact``, never this name, which session fixtures depend on)."""
     from lite_export.exporters.onnx import ExportOptions, export_artifact
 
     *_, ckpt = trained
     out = tmp_path_factory.mktemp("art") / "tiny"
     return export_artifact(ckpt, out, ExportOptions(k=20), log=None)
+
+
+@pytest.fixture(scope="session")
+def artifact(tiny_artifact):
+    """A K=20 fp32 artifact exported from the session's tiny checkpoint."""
+    return tiny_artifact
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_artifact, tmp_path_factory):
+    """One real `tritonserver` for the session, serving the tiny artifact's Triton `lite` model
+    (a triton_fixture.TritonServer: url, log, artifact); skips without LITE_TRITON_VENV."""
+    from triton_fixture import start_triton
+
+    with start_triton(tiny_artifact, tmp_path_factory.mktemp("triton")) as server:
+        yield server

@@ -12,7 +12,9 @@ Conventions (shared with the model and the exported artifact):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -25,11 +27,13 @@ def _check_max_len(max_len: int) -> None:
 
 
 def _left_pad(rows: Sequence[Sequence[int]], width: int, fill: int) -> torch.Tensor:
-    out = torch.full((len(rows), width), fill, dtype=torch.long)
-    for r, row in enumerate(rows):
-        if row:
-            out[r, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
-    return out
+    # one pass over all ids into one array, then one masked store: the per-row copies this
+    # replaces were most of recommend()'s host time at batch 64
+    lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lens.sum()))
+    out[np.arange(width) >= (width - lens)[:, None]] = flat  # row-major: each row's ids in order
+    return torch.from_numpy(out)
 
 
 def pad_histories(histories: Sequence[Sequence[int]], max_len: int, pad_index: int) -> torch.Tensor:
@@ -39,7 +43,7 @@ def pad_histories(histories: Sequence[Sequence[int]], max_len: int, pad_index: i
     at least 1, so an all-empty batch is one column of pads. An empty history is a row of pads.
     """
     _check_max_len(max_len)
-    rows = [list(h)[-max_len:] if len(h) > max_len else list(h) for h in histories]
+    rows = [h[-max_len:] if len(h) > max_len else h for h in histories]
     width = max(1, max((len(r) for r in rows), default=0))
     return _left_pad(rows, width, pad_index)
 

@@ -84,7 +84,10 @@ class Engine(ABC):
         n = self.num_items
         item_ids = pad_histories(hists, self.max_history, n).numpy()
         if exclude_seen:
-            exclude = pad_histories(hists, max(1, max(map(len, hists))), n).numpy()
+            width = max(1, max(map(len, hists)))
+            # no history longer than max_history (the usual case): the same ids, padded alike
+            same = width == item_ids.shape[1]
+            exclude = item_ids if same else pad_histories(hists, width, n).numpy()
         else:
             exclude = np.full((len(hists), 1), n, dtype=np.int64)
         scores, indices = self._recommend_impl(item_ids, exclude, k)

@@ -125,6 +125,14 @@ class RankingGraph(nn.Module):
 
 @dataclass
 class ExportOptions:
+    """What `lite export` fixes in the artifact.
+
+    ``min_shape`` / ``opt_shape`` / ``max_shape`` (``(BATCH, HISTORY)`` of ``item_ids``) and
+    ``max_exclude`` (the widest ``exclude_ids``) make the input profile that ``manifest.json``
+    records and the engines keep to (the TensorRT plan is built with it); None takes the
+    defaults of :meth:`lite_export.engines.profile.InputProfile.for_export`.
+    """
+
     k: int = 100
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
@@ -133,6 +141,10 @@ class ExportOptions:
     probes: int = 16
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    min_shape: tuple[int, int] | None = None
+    opt_shape: tuple[int, int] | None = None
+    max_shape: tuple[int, int] | None = None
+    max_exclude: int | None = None
 
 
 def _dims(max_history: int):
@@ -372,6 +384,16 @@ def export_artifact(
         say(
             f"note: k={opts.k} > 3840, the TensorRT TopK limit; model.onnx will not build in TensorRT"
         )
+    from lite_export.engines.profile import InputProfile
+
+    profile = InputProfile.for_export(  # raises ProfileError (a ValueError) naming the option
+        max_hist,
+        n,
+        min_shape=opts.min_shape,
+        opt_shape=opts.opt_shape,
+        max_shape=opts.max_shape,
+        max_exclude=opts.max_exclude,
+    )
     dtype = PRECISIONS[opts.precision]
     validation_providers(opts.precision)  # fail before any work when validation is impossible
     t0 = time.perf_counter()
@@ -459,6 +481,8 @@ def export_artifact(
             "rec_llm_config": model.backbone.config.to_dict(),
             "opset": opts.opset,
             "inputs": {"item_ids": ["batch", "history"], "exclude_ids": ["batch", "exclude"]},
+            # min/opt/max of every input: the TensorRT plan's profile, kept by every engine
+            "profile": profile.to_manifest(),
             "outputs": {"scores": ["batch", opts.k], "indices": ["batch", opts.k]},
             "export_options": {
                 "k": opts.k,
@@ -467,6 +491,7 @@ def export_artifact(
                 "external_data": external,
                 "external_data_threshold": opts.external_data_threshold,
                 "ort_optimized": opts.optimize,
+                "max_exclude": profile.exclude_ids.max[1],
                 **opts.extra,
             },
             "ort_optimization": optimization,

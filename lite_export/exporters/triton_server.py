@@ -18,7 +18,14 @@ Two models are written (``name`` defaults to ``lite``)::
 ``lite_onnx`` padding contract: Triton's dynamic batcher only batches requests whose shapes are
 equal, so clients left-pad ``item_ids`` to ``max_history`` with the pad id (``num_items``, see
 ``manifest.json`` ``dims``) and ``exclude_ids`` to one fixed width of their choice (pad id too);
-requests of other widths still work, they are just batched separately. ``lite`` takes one raw
+requests of other widths still work, they are just batched separately. With the TensorRT
+accelerator (``tensorrt_accelerator=True``) the config also carries the artifact's input profile
+(``trt_profile_min/opt/max_shapes``: batch up to ``max_batch_size``, ``exclude_ids`` up to the
+export's ``--max-exclude``) and a persistent engine cache (``trt_engine_cache_enable``,
+``trt_engine_cache_path``), keys the onnxruntime backend documents
+(https://github.com/triton-inference-server/onnxruntime_backend#onnx-runtime-with-tensorrt-optimization
+): ONNX Runtime builds one engine per instance for the whole range, once, and reloads it from the
+cache after a restart instead of rebuilding it for every new request width. ``lite`` takes one raw
 history per request (``allow_ragged_batch``), pads it itself, and runs the batch in ONNX Runtime
 on CPU -- or, on a ``KIND_GPU`` instance whose Python has lite-export and torch with CUDA, runs
 ``user_encoder.onnx`` and ranks with the fused Triton kernel on that GPU (parameter ``ranker``:
@@ -42,6 +49,10 @@ __all__ = ["TritonRepositoryError", "write_model_repository", "build_model_repos
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
+#: Where ONNX Runtime's TensorRT provider keeps the engines it builds for ``lite_onnx``, on the
+#: server. Outside the model repository (Triton's polling would see new files there) and one
+#: level below an existing directory: the provider creates only the last level.
+DEFAULT_TRT_CACHE_DIR = "/tmp/lite-export-trt-cache"
 
 
 class TritonRepositoryError(RuntimeError):
@@ -82,6 +93,39 @@ def _instance_group(count: int, kind: str) -> str:
     return f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}\n  }}\n]\n"
 
 
+def _profile_of(manifest: dict):
+    """The artifact's input profile (its defaults for an artifact exported before it was kept)."""
+    from lite_export.engines.profile import InputProfile
+
+    dims = manifest["dims"]
+    return InputProfile.from_manifest(manifest) or InputProfile.for_export(
+        int(dims["max_history"]), int(dims["num_items"])
+    )
+
+
+def tensorrt_profile_parameters(manifest: dict, max_batch_size: int) -> dict[str, str]:
+    """``trt_profile_{min,opt,max}_shapes`` of ``lite_onnx``: the artifact's profile, with the
+    batch running from its minimum to Triton's ``max_batch_size`` (the largest batch the server
+    forms). Format ``name:d0xd1,name:d0xd1`` (ONNX Runtime's TensorRT provider options,
+    https://onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html ), full input
+    shapes batch dim included."""
+    profile = _profile_of(manifest)
+    lo_b = min(profile.min_batch, max_batch_size)
+    out = {}
+    for which in ("min", "opt", "max"):
+        parts = []
+        for name in ("item_ids", "exclude_ids"):
+            width = getattr(getattr(profile, name), which)[1]
+            batch = {
+                "min": lo_b,
+                "opt": max(lo_b, min(getattr(profile, name).opt[0], max_batch_size)),
+                "max": max_batch_size,
+            }[which]
+            parts.append(f"{name}:{batch}x{width}")
+        out[f"trt_profile_{which}_shapes"] = ",".join(parts)
+    return out
+
+
 def _dynamic_batching(preferred: Sequence[int], delay_us: int) -> str:
     sizes = ", ".join(str(int(s)) for s in preferred)
     return (
@@ -103,29 +147,47 @@ def onnx_config(
     instance_count: int,
     kind: str,
     tensorrt_accelerator: bool,
+    trt_parameters: dict[str, str] | None = None,
 ) -> str:
-    """config.pbtxt text of the onnxruntime-backend model (dims from the graph, batch dim off)."""
+    """config.pbtxt text of the onnxruntime-backend model (dims from the graph, batch dim off).
+
+    ``trt_parameters``: extra parameters of the TensorRT accelerator (profile shapes, engine
+    cache), after ``precision_mode``.
+    """
 
     def dims_text(n: str) -> str:
         return ", ".join(str(d) for d in dims[n])
 
     accel = ""
     if tensorrt_accelerator:
+        params = {"precision_mode": "FP16", **(trt_parameters or {})}
         accel = (
             "optimization {\n  execution_accelerators {\n    gpu_execution_accelerator : [ {\n"
             '      name : "tensorrt"\n'
-            '      parameters { key: "precision_mode" value: "FP16" }\n'
-            "    } ]\n  }\n}\n"
+            + "".join(
+                f"      parameters {{ key: {json.dumps(k)} value: {json.dumps(str(v))} }}\n"
+                for k, v in params.items()
+            )
+            + "    } ]\n  }\n}\n"
         )
     pad, hist = manifest_dims["pad_id"], manifest_dims["max_history"]
+    max_exclude = ""
+    if trt_parameters and "trt_profile_max_shapes" in trt_parameters:
+        max_exclude = trt_parameters["trt_profile_max_shapes"].rsplit("x", 1)[-1]
     return (
         f"# lite-export: the portable ranking graph (num_items={manifest_dims['num_items']}, "
         f"K={manifest_dims['k']}).\n"
         "# Padding contract: the dynamic batcher only batches requests of equal shape, so clients\n"
         f"# LEFT-pad item_ids to max_history={hist} with the pad id {pad}, and exclude_ids to one\n"
         f"# fixed width with the pad id {pad} (all pads = exclude nothing). Other widths work but\n"
-        "# are batched separately.\n"
-        f'name: "{name}"\n'
+        "# are batched separately."
+        + (
+            f" With TensorRT, exclude_ids is at most {max_exclude} wide (the\n"
+            "# profile below; lite export --max-exclude).\n"
+            if tensorrt_accelerator and max_exclude
+            else "\n"
+        )
+        + f'name: "{name}"\n'
         'backend: "onnxruntime"\n'
         f"max_batch_size: {int(max_batch_size)}\n"
         "input [\n"
@@ -195,12 +257,14 @@ def build_model_repository(
     tensorrt_accelerator: bool = False,
     python_model: bool = True,
     onnx_model: bool = True,
+    tensorrt_cache_dir: str = DEFAULT_TRT_CACHE_DIR,
 ) -> list[str]:
     """Write the repository into ``dest`` (not atomic; see :func:`write_model_repository`).
 
     ``manifest`` defaults to the artifact's ``manifest.json``; the export passes the one it is
     building (``post_build`` hook, before ``manifest.json`` exists). Returns the written files,
-    relative to ``dest``.
+    relative to ``dest``. ``tensorrt_cache_dir`` (with ``tensorrt_accelerator``) is an absolute
+    directory on the server for ONNX Runtime's TensorRT engine cache.
     """
     art, out = Path(artifact_dir), Path(dest)
     if manifest is None:
@@ -218,6 +282,14 @@ def build_model_repository(
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     if instance_count < 1:
         raise ValueError(f"instance_count must be >= 1, got {instance_count}")
+    if tensorrt_accelerator and not (
+        isinstance(tensorrt_cache_dir, str) and tensorrt_cache_dir.startswith("/")
+    ):
+        raise ValueError(
+            "tensorrt_cache_dir must be an absolute path on the Triton server (ONNX Runtime "
+            "resolves a relative one against the server's working directory), got "
+            f"{tensorrt_cache_dir!r}"
+        )
     preferred = sorted({int(s) for s in preferred_batch_sizes if 1 <= int(s) <= max_batch_size})
     if not preferred:
         preferred = [max_batch_size]
@@ -246,6 +318,11 @@ def build_model_repository(
             instance_count=instance_count,
             kind=kind,
             tensorrt_accelerator=tensorrt_accelerator,
+            trt_parameters={
+                **tensorrt_profile_parameters(manifest, max_batch_size),
+                "trt_engine_cache_enable": "1",
+                "trt_engine_cache_path": tensorrt_cache_dir,
+            },
         )
         (model_dir / "config.pbtxt").write_text(cfg)
         written.append(f"{name}_onnx/config.pbtxt")
@@ -293,6 +370,7 @@ def write_model_repository(
     force: bool = False,
     python_model: bool = True,
     onnx_model: bool = True,
+    tensorrt_cache_dir: str = DEFAULT_TRT_CACHE_DIR,
 ) -> Path:
     """Write a Triton model repository for ``artifact_dir`` to ``repo_dir`` (see module doc).
 
@@ -329,6 +407,7 @@ def write_model_repository(
             tensorrt_accelerator=tensorrt_accelerator,
             python_model=python_model,
             onnx_model=onnx_model,
+            tensorrt_cache_dir=tensorrt_cache_dir,
         )
         marker = {
             "format": TRITON_REPOSITORY_FORMAT,
@@ -357,6 +436,7 @@ torch, a GPU instance ranks with lite-export's fused kernel (parameter "ranker":
 lite_export).
 """
 
+import contextlib
 import json
 import os
 
@@ -435,11 +515,16 @@ class TritonPythonModel:
             return None
         device = torch.device("cpu")
         if gpu and torch.cuda.is_available():
+            # Triton passes each instance its GPU as model_instance_device_id (python backend
+            # README, "initialize"); make it this process's current device, so the fused kernel
+            # launches there and not on GPU 0
             device = torch.device(f"cuda:{int(args.get('model_instance_device_id') or 0)}")
+            torch.cuda.set_device(device)
         head = load_file(os.path.join(here, "head.safetensors"))
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+            # without device_id ONNX Runtime's CUDA provider uses GPU 0 for every instance
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index}))
         path = os.path.join(here, "user_encoder.onnx")
         encoder = ort.InferenceSession(path, so, providers=providers)
         return encoder, rank, torch, device, head["weight"].to(device), head["bias"].to(device)
@@ -453,7 +538,8 @@ class TritonPythonModel:
         encoder, rank, torch, device, weight, bias = self.kernel
         h = encoder.run(["user_vectors"], {"item_ids": item_ids})[0]
         h = torch.from_numpy(h).to(device, weight.dtype)
-        with torch.inference_mode():
+        on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+        with torch.inference_mode(), on_device:
             scores, indices = rank(h, weight, bias, k, torch.from_numpy(exclude).to(device))
         return scores.float().cpu().numpy(), indices.cpu().numpy()
 

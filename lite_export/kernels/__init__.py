@@ -1,11 +1,19 @@
 """Ranking the whole catalog: ``top-k(h @ W.T + b)`` with history exclusion.
 
-* :func:`rank` -- the dispatcher the engines call: CUDA tensors go to the fused Triton kernel
-  (when Triton imports), everything else to :func:`rank_cpu`.
+* :func:`rank` -- the dispatcher the engines call. ``method="auto"`` runs :func:`rank_cpu` on
+  CPU tensors and, on CUDA, the path that measured fastest for the shape on this GPU (the rank
+  table of :mod:`lite_export.kernels.dispatch`: ``lite tune --gpu``, else defaults derived from
+  H200 measurements): the fused kernel's ``"filter"`` or ``"exact"`` path, or ``"torch"``.
 * :func:`topk_projection` -- the fused OpenAI-Triton kernel (``fused.py``); the
   ``[B, N]`` score matrix never reaches GPU memory.
-* :func:`rank_cpu` -- the CPU path (``reference.py``); :func:`topk_projection_reference` -- the
-  plain torch definition both are tested against.
+* :func:`rank_torch` -- matmul + ``torch.topk`` with fp32 scores; :func:`rank_cpu` -- the CPU
+  path (``reference.py``); :func:`topk_projection_reference` -- the plain torch definition all
+  of them are tested against.
+* :func:`rank_static` -- one path with no host sync, for capture inside a larger CUDA graph
+  (the PyTorch engine's whole-request graphs).
+
+Every launch and capture runs under ``torch.cuda.device(h.device)``
+(:func:`lite_export.kernels.dispatch.device_guard`), so tensors on any GPU are served there.
 
 Importing this package imports only torch: Triton and ONNX Runtime load on first use
 (``lite_export.kernels.fused`` is resolved lazily by ``__getattr__``).
@@ -18,11 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lite_export.kernels import dispatch
+from lite_export.kernels.dispatch import device_guard
 from lite_export.kernels.reference import (
     ExcludeLike,
+    _rank_torch,
     check_ranking_inputs,
     normalize_exclude,
     rank_cpu,
+    rank_torch,
     topk_projection_reference,
 )
 
@@ -30,14 +42,25 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from lite_export.kernels.fused import topk_projection
 
 __all__ = [
+    "METHODS",
+    "auto_path",
     "check_ranking_inputs",
+    "device_guard",
     "normalize_exclude",
     "rank",
     "rank_cpu",
+    "rank_static",
+    "rank_torch",
+    "resolve_method",
     "topk_projection",
     "topk_projection_reference",
     "triton_available",
 ]
+
+#: What :func:`rank` accepts as ``method``.
+METHODS = ("auto", "filter", "exact", "torch", "cpu")
+#: The fused kernel's largest k (``lite_export.kernels.fused.MAX_K``, without importing Triton).
+_FUSED_MAX_K = 1024
 
 _LAZY = {"topk_projection": "lite_export.kernels.fused"}
 
@@ -68,24 +91,107 @@ def triton_available() -> bool:
     return _TRITON_OK
 
 
+def resolve_method(
+    method: str,
+    h: torch.Tensor,
+    W: torch.Tensor,
+    k: int,
+    exclude: ExcludeLike = None,
+) -> str:
+    """The concrete path :func:`rank` runs: ``"filter"``, ``"exact"``, ``"torch"`` or ``"cpu"``.
+
+    ``"auto"``: :func:`rank_cpu` for tensors off CUDA; on CUDA the rank table's choice for
+    ``(B, N, d, k, dtype, exclusion)`` among the paths available here (the fused ones need Triton
+    and ``k <= 1024``; see :mod:`lite_export.kernels.dispatch`). Other methods are returned as
+    given.
+    """
+    if method not in METHODS:
+        raise ValueError(
+            f"method must be one of {METHODS}, got {method!r}: 'auto' picks the fastest measured "
+            "path for the shape and device"
+        )
+    if method != "auto":
+        return method
+    if not isinstance(h, torch.Tensor) or h.device.type != "cuda":
+        return "cpu"
+    has_ex = exclude is not None and not (
+        isinstance(exclude, torch.Tensor) and exclude.numel() == 0
+    )
+    B, d = h.shape
+    return auto_path(B, W.shape[0], d, k, W.dtype, has_ex, h.device)
+
+
+def auto_path(
+    B: int, N: int, d: int, k: int, dtype: torch.dtype, exclude: bool, device: torch.device
+) -> str:
+    """``method="auto"``'s path for a shape: ``"cpu"`` off CUDA; on CUDA the rank table's choice
+    among the paths available here (the fused ones need Triton and ``k <= 1024``)."""
+    if device.type != "cuda":
+        return "cpu"
+    fused_ok = isinstance(k, int) and k <= _FUSED_MAX_K and triton_available()
+    allowed = dispatch.PATHS if fused_ok else ("torch",)
+    return dispatch.choose_method(B, N, d, k, dtype, exclude, device, allowed)
+
+
 def rank(
     h: torch.Tensor,
     W: torch.Tensor,
     b: torch.Tensor | None = None,
     k: int = 10,
     exclude: ExcludeLike = None,
+    *,
+    method: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items per row of ``h @ W.T + b`` with ``exclude``d items dropped.
 
-    CUDA tensors run the fused Triton kernel when Triton is installed (``k <= 1024``), otherwise
-    (CPU tensors, no Triton, larger k) the chunked CPU/torch path. Returns
-    ``(scores [B, k] float32, ids [B, k] int64)`` on ``h``'s device, best first. The
-    ``exclude`` format is described in :mod:`lite_export.kernels.reference`.
+    ``method``: ``"auto"`` (default: the fastest measured path for the shape on this device, see
+    :func:`resolve_method`), ``"filter"`` / ``"exact"`` (the fused Triton kernel's paths, CUDA
+    or ``TRITON_INTERPRET=1``), ``"torch"`` (matmul + topk, :func:`rank_torch`) or ``"cpu"``
+    (:func:`rank_cpu`, any device). Every path gives the same top-k up to ties and fp32
+    summation order. Returns ``(scores [B, k] float32, ids [B, k] int64)`` on ``h``'s device,
+    best first. The ``exclude`` format is described in :mod:`lite_export.kernels.reference`.
+    Runs under ``torch.cuda.device(h.device)``.
     """
-    if isinstance(h, torch.Tensor) and h.device.type == "cuda":
-        if isinstance(k, int) and k <= 1024 and triton_available():
-            from lite_export.kernels.fused import topk_projection as fused
+    path = resolve_method(method, h, W, k, exclude)
+    with dispatch.device_guard(h):
+        if path == "cpu":
+            return rank_cpu(h, W, b, k, exclude)
+        if path == "torch":
+            return rank_torch(h, W, b, k, exclude)
+        from lite_export.kernels.fused import topk_projection as fused
 
-            return fused(h, W, b, k, exclude)
-        return rank_cpu(h, W, b, k, exclude)
-    return rank_cpu(h, W, b, k, exclude)
+        return fused(h, W, b, k, exclude, method=path)
+
+
+def rank_static(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    k: int,
+    exclude: torch.Tensor | None,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One concrete path (``"filter"``, ``"exact"``, ``"torch"`` or ``"cpu"``) on checked
+    inputs, returning ``(scores [B, k], ids [B, k], ok [B] bool)``.
+
+    On CUDA the ``"filter"``, ``"exact"`` and ``"torch"`` paths do no host synchronisation, so
+    the call can be captured in a CUDA graph (run it once eagerly first: Triton compiles and the
+    matmul mode is probed on the first call). ``ok`` is False only for rows the filter path could
+    not settle; re-rank those with ``rank(..., method="exact")``. ``exclude`` is ``None`` or an
+    int ``[B, H]`` tensor on ``h``'s device (padding: negative or ``>= N``). Call it under
+    :func:`device_guard`.
+    """
+    B = h.shape[0]
+    if method in ("filter", "exact"):
+        from lite_export.kernels.fused import topk_projection_static
+
+        return topk_projection_static(h, W, b, k, exclude, method)
+    ok = torch.ones(B, dtype=torch.bool, device=h.device)
+    if method == "torch":
+        ex = normalize_exclude(exclude, B, W.shape[0], h.device, sort=False)
+        scores, ids = _rank_torch(h, W, b, k, ex)
+    elif method == "cpu":
+        scores, ids = rank_cpu(h, W, b, k, exclude)
+    else:
+        raise ValueError(f"rank_static runs filter, exact, torch or cpu, got {method!r}")
+    return scores, ids, ok

@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import torch
@@ -85,6 +84,8 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
+from lite_export.kernels import dispatch as _dispatch
+from lite_export.kernels.graph_cache import MAX_GRAPHS, GraphCache
 from lite_export.kernels.reference import (
     EXCLUDE_SENTINEL,
     ExcludeLike,
@@ -99,8 +100,12 @@ __all__ = [
     "get_autotune_configs",
     "block_b_for",
     "heuristic_config",
+    "graph_buckets",
     "plan_launch",
+    "reserve_graph_cache",
+    "set_graph_cache_size",
     "topk_projection",
+    "topk_projection_static",
     "tune_topk_projection",
 ]
 
@@ -919,9 +924,37 @@ def _filter_path(h, W, b, k, ex, config, chunks, sample_stride):
     return scores, ids, ok
 
 
-#: Captured filter-path graphs, most recently used last (see :func:`_filter_graphed`).
-_GRAPHS: OrderedDict[tuple, _Captured | None] = OrderedDict()
-_MAX_GRAPHS = 32
+def graph_buckets(max_batch: int, max_exclude: int) -> int:
+    """How many filter-path graphs a caller meets with batches up to ``max_batch`` rows and
+    exclusion lists up to ``max_exclude`` ids: power-of-two batch buckets times power-of-two
+    exclusion widths (plus "no exclusion"), per table and k."""
+    b = _next_pow2(max(1, max_batch)).bit_length()
+    e = _next_pow2(max(1, max_exclude)).bit_length() + 1
+    return b * e
+
+
+#: Captured filter-path graphs, most recently used last (see :func:`_filter_graphed`). Sized for
+#: batches up to 256 rows and exclusion lists up to 1024 ids (108 shapes); the PyTorch engine
+#: reserves room for its own buckets; bounded by ``graph_cache.MAX_GRAPHS``; evictions logged.
+_GRAPHS = GraphCache(
+    graph_buckets(256, 1024),
+    "topk_projection filter-path CUDA graphs",
+    hint="lite_export.kernels.fused.set_graph_cache_size(n) keeps more "
+    f"(at most {MAX_GRAPHS}); each holds a [batch, ~4096] int64 buffer",
+)
+_FAILED = False  # a cache value: capture failed for this shape, stay eager
+
+
+def set_graph_cache_size(n: int) -> int:
+    """Keep at most ``n`` captured filter-path graphs (bounded by ``MAX_GRAPHS``; the least
+    recently used are evicted, with a log line). Returns the size in force."""
+    return _GRAPHS.resize(n)
+
+
+def reserve_graph_cache(max_batch: int, max_exclude: int, tables: int = 1) -> int:
+    """Grow the graph cache to hold every bucket of :func:`graph_buckets` for ``tables``
+    (table, k) pairs; never shrinks it. Returns the size in force."""
+    return _GRAPHS.reserve(graph_buckets(max_batch, max_exclude) * max(1, tables))
 
 
 @dataclass
@@ -963,12 +996,10 @@ def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
         chunks,
         sample_stride,
     )
-    if key in _GRAPHS:
-        cap = _GRAPHS[key]
-        _GRAPHS.move_to_end(key)
-        if cap is None:  # capture failed for this shape before: stay eager
-            return None
-    else:
+    cap = _GRAPHS.get(key)
+    if cap is _FAILED:  # capture failed for this shape before: stay eager
+        return None
+    if cap is None:
         static_h = torch.zeros((B_pad, D), dtype=h.dtype, device=h.device)
         static_ex = None
         if ex is not None:
@@ -976,9 +1007,7 @@ def _filter_graphed(h, W, b, k, ex, config, chunks, sample_stride):
                 (B_pad, H_pad), EXCLUDE_SENTINEL, dtype=torch.int64, device=h.device
             )
         cap = _capture(static_h, W, b, k, static_ex, config, chunks, sample_stride)
-        _GRAPHS[key] = cap
-        while len(_GRAPHS) > _MAX_GRAPHS:
-            _GRAPHS.popitem(last=False)
+        _GRAPHS.put(key, _FAILED if cap is None else cap)
         if cap is None:
             return None
     cap.h[:B].copy_(h)
@@ -1063,7 +1092,18 @@ def topk_projection(
     if B == 0:
         empty = torch.empty((0, k), device=h.device)
         return empty, empty.to(torch.int64)
-    ex = normalize_exclude(exclude, B, N, h.device)
+    # Triton launches on the current device's stream, graphs capture on the current device:
+    # both must be h's device (a tensor on cuda:1 while cuda:0 is current).
+    with _dispatch.device_guard(h):
+        return _topk_projection(
+            h, W, b, k, exclude, method, config, chunks, sample_stride, cuda_graph
+        )
+
+
+def _topk_projection(h, W, b, k, exclude, method, config, chunks, sample_stride, cuda_graph):
+    """:func:`topk_projection` on checked inputs, under the device guard."""
+    B = h.shape[0]
+    ex = normalize_exclude(exclude, B, W.shape[0], h.device)
     if method == "exact":
         return _unpack(_exact_packed(h, W, b, k, ex, config, chunks))
     STATS["filter_calls"] += 1
@@ -1079,6 +1119,33 @@ def topk_projection(
         sub_ex = ex[bad] if ex is not None else None
         scores[bad], ids[bad] = _unpack(_exact_packed(h[bad], W, b, k, sub_ex, None, None))
     return scores, ids
+
+
+def topk_projection_static(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    k: int,
+    exclude: torch.Tensor | None,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One path of :func:`topk_projection` with no host sync, for capture in a larger graph.
+
+    ``exclude`` is ``None`` or an int ``[B, H]`` tensor on ``h``'s device (padding: negative or
+    ``>= N``). Returns ``(scores [B, k], ids [B, k], ok [B] bool)``: on the filter path ``ok``
+    is False for the rows it could not settle (see :func:`sample_bound`), which the caller
+    re-ranks with ``topk_projection(..., method="exact")`` after reading ``ok`` on the host; on
+    the exact path every row is ok. Inputs are not checked here: check them once, before
+    capture, with :func:`lite_export.kernels.check_ranking_inputs`. Run it under
+    :func:`lite_export.kernels.dispatch.device_guard`.
+    """
+    _check_method(method)
+    ex = normalize_exclude(exclude, h.shape[0], W.shape[0], h.device)
+    if method == "exact":
+        scores, ids = _unpack(_exact_packed(h, W, b, k, ex, None, None))
+        return scores, ids, torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
+    STATS["filter_calls"] += 1
+    return _filter_path(h, W, b, k, ex, None, None, None)
 
 
 def tune_topk_projection(
@@ -1108,6 +1175,13 @@ def tune_topk_projection(
     if method == "auto":
         method = "filter" if N >= FILTER_MIN_N else "exact"
     _check_method(method)
+    with _dispatch.device_guard(h):
+        return _tune(h, W, b, k, exclude, method, configs, rep_ms)
+
+
+def _tune(h, W, b, k, exclude, method, configs, rep_ms):
+    B, D = h.shape
+    N = W.shape[0]
     arch = _arch(h.device)
     pool = (
         configs

@@ -5,6 +5,8 @@ Both compute ``top-k(h @ W.T + b)`` per row with the row's history items exclude
 * :func:`topk_projection_reference` is the plain fp32 torch definition the fused Triton kernel
   (:mod:`lite_export.kernels.fused`) and :func:`rank_cpu` are tested against. It writes
   the whole ``[B, N]`` score matrix, so keep it to test-sized catalogs.
+* :func:`rank_torch` is matmul + ``torch.topk`` with fp32 scores: the plain GPU path that
+  ``kernels.rank`` picks where it measured faster than the fused kernel (small catalogs, small d).
 * :func:`rank_cpu` is the path the engines use on CPU. It never materialises ``[B, N]``: it walks
   ``W`` in chunks of items whose ``[chunk, B]`` score block stays in cache, and reduces each block
   at once with exact block-max bounds against a running per-query threshold (see
@@ -35,6 +37,7 @@ __all__ = [
     "check_ranking_inputs",
     "normalize_exclude",
     "rank_cpu",
+    "rank_torch",
     "topk_projection_reference",
 ]
 
@@ -137,13 +140,15 @@ def check_ranking_inputs(
 
 
 def normalize_exclude(
-    exclude: ExcludeLike, B: int, N: int, device: torch.device
+    exclude: ExcludeLike, B: int, N: int, device: torch.device, sort: bool = True
 ) -> torch.Tensor | None:
     """Turn any accepted ``exclude`` into the kernel's form, or ``None`` when nothing is excluded.
 
     Returns int64 ``[B, H + 1]`` on ``device``: each row's valid ids sorted ascending, every
     padding entry (negative or ``>= N``) replaced by :data:`EXCLUDE_SENTINEL`, and one extra
-    sentinel column so a cursor walking a row never runs off its end.
+    sentinel column so a cursor walking a row never runs off its end. ``sort=False`` leaves the
+    rows in their given order (the matmul + topk path only scatters them; the sort of a short
+    int64 row is one of the slowest kernels of a small request on a GPU).
     """
     if exclude is None:
         return None
@@ -157,7 +162,8 @@ def normalize_exclude(
         return None
     ex = exclude.to(device=device, dtype=torch.int64)
     ex = torch.where((ex < 0) | (ex >= N), torch.full_like(ex, EXCLUDE_SENTINEL), ex)
-    ex = torch.sort(ex, dim=1).values
+    if sort:
+        ex = torch.sort(ex, dim=1).values
     pad = torch.full((B, 1), EXCLUDE_SENTINEL, dtype=torch.int64, device=device)
     return torch.cat([ex, pad], dim=1).contiguous()
 
@@ -196,6 +202,130 @@ def topk_projection_reference(
         scores[rows, items] = float("-inf")
     vals, ids = torch.topk(scores, k, dim=1)
     return vals, ids
+
+
+# --------------------------------------------------------------------------------------------
+# matmul + topk (the plain GPU path)
+# --------------------------------------------------------------------------------------------
+
+#: Largest fp32 score block ``[B, chunk]`` :func:`rank_torch` writes at once (bytes); bigger
+#: ``B * N`` is ranked chunk by chunk over the items and the chunks' top-k merged.
+TORCH_BLOCK_BYTES = 1 << 30
+
+#: How half-precision tables are multiplied per (device type, dtype): "out_dtype" (cuBLAS
+#: accumulates in fp32 and writes fp32 scores: ``torch.mm(..., out_dtype=torch.float32)``) or
+#: "upcast" (both operands cast to fp32 first: correct everywhere, slower). Probed once per key.
+_MM_MODE: dict[tuple[str, torch.dtype], str] = {}
+
+
+def _mm_mode(h: torch.Tensor, W: torch.Tensor) -> str:
+    key = (h.device.type, W.dtype)
+    if key not in _MM_MODE:
+        mode = "upcast"
+        if h.device.type == "cuda" and W.dtype in (torch.float16, torch.bfloat16):
+            try:  # torch >= 2.8 on CUDA; a probe, so a torch without it falls back quietly
+                probe = torch.mm(h[:1], W[:2].T, out_dtype=torch.float32)
+                ref = h[:1].float() @ W[:2].float().T
+                if probe.dtype == torch.float32 and torch.allclose(probe, ref, 1e-3, 1e-3):
+                    mode = "out_dtype"
+            except (TypeError, RuntimeError):
+                pass
+        _MM_MODE[key] = mode
+    return _MM_MODE[key]
+
+
+def _scores_fp32(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``h @ W.T + b`` as fp32 ``[B, n]`` with fp32 accumulation, whatever the table dtype."""
+    if W.dtype == torch.float32:
+        if b is not None and b.dtype == torch.float32:
+            return torch.addmm(b, h, W.T)  # one cuBLAS / MKL call
+        s = h @ W.T
+    elif _mm_mode(h, W) == "out_dtype":
+        s = torch.mm(h, W.T, out_dtype=torch.float32)
+    else:
+        s = h.float() @ W.float().T
+    if b is not None:
+        s += b.float()
+    return s
+
+
+def _mask_excluded(s: torch.Tensor, ex: torch.Tensor | None, lo: int) -> None:
+    """Set ``s [B, n]`` (items ``lo .. lo + n``) to ``-inf`` at every excluded id, in place.
+
+    ``ex`` is a normalised exclude tensor (rows in any order, padding = ``EXCLUDE_SENTINEL``).
+    No host sync and a fixed shape, so it can be captured in a CUDA graph: padding entries are
+    pointed at an id the row excludes anyway (or, in a row that excludes nothing here, write
+    back the score already there), so one ``scatter_`` does it.
+    """
+    if ex is None:
+        return
+    n = s.shape[1]
+    rel = ex - lo
+    valid = (rel >= 0) & (rel < n)  # [B, H]
+    any_valid = valid.any(dim=1, keepdim=True)
+    first = rel.gather(1, valid.to(torch.int32).argmax(dim=1, keepdim=True))  # a valid id, if any
+    idx = torch.where(valid, rel, torch.where(any_valid, first, torch.zeros_like(first)))
+    val = torch.where(any_valid, torch.full_like(s[:, :1], float("-inf")), s.gather(1, idx))
+    s.scatter_(1, idx, val.expand(idx.shape))
+
+
+def _rank_torch(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    k: int,
+    ex: torch.Tensor | None,
+    block_bytes: int = TORCH_BLOCK_BYTES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rank_torch` on checked inputs and a normalised ``ex`` (rows in any order; no host
+    sync)."""
+    B = h.shape[0]
+    N = W.shape[0]
+    step = max(k, block_bytes // (4 * max(B, 1)))
+    if step >= N:
+        s = _scores_fp32(h, W, b)
+        if ex is None:
+            return torch.topk(s, k, dim=1)
+        # one spare column takes every padding entry, so one scatter excludes a whole batch
+        s = torch.cat([s, s.new_zeros((B, 1))], dim=1)
+        s.scatter_(1, ex.clamp(max=N), float("-inf"))
+        return torch.topk(s[:, :N], k, dim=1)
+    vals, ids = [], []
+    for lo in range(0, N, step):
+        hi = min(N, lo + step)
+        s = _scores_fp32(h, W[lo:hi], None if b is None else b[lo:hi])
+        _mask_excluded(s, ex, lo)
+        v, i = torch.topk(s, min(k, hi - lo), dim=1)
+        vals.append(v)
+        ids.append(i + lo)
+    v, j = torch.topk(torch.cat(vals, dim=1), k, dim=1)
+    return v, torch.gather(torch.cat(ids, dim=1), 1, j)
+
+
+def rank_torch(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None = None,
+    k: int = 10,
+    exclude: ExcludeLike = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of ``h @ W.T + b`` per row by matmul + ``torch.topk``, history excluded.
+
+    The scores are fp32 with fp32 accumulation for every table dtype (half tables through
+    ``torch.mm(..., out_dtype=torch.float32)`` on CUDA where torch has it, else upcast), so the
+    results agree with the fused kernel and :func:`topk_projection_reference` within the same
+    tolerances. Writes ``[B, N]`` fp32 scores, in item chunks of at most
+    :data:`TORCH_BLOCK_BYTES`. No host sync: it can be captured in a CUDA graph. Returns
+    ``(scores [B, k] float32, ids [B, k] int64)``, best first (order among equal scores is
+    ``torch.topk``'s). ``exclude``: see the module docstring.
+    """
+    check_ranking_inputs(h, W, b, k, exclude)
+    B = h.shape[0]
+    if B == 0:
+        dev = h.device
+        return torch.empty((0, k), device=dev), torch.empty((0, k), dtype=torch.int64, device=dev)
+    ex = normalize_exclude(exclude, B, W.shape[0], h.device, sort=False)
+    return _rank_torch(h, W, b, k, ex)
 
 
 # --------------------------------------------------------------------------------------------

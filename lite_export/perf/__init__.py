@@ -5,6 +5,6 @@ settings for a p99 target), in process and over HTTP against real ``lite serve``
     from lite_export.perf.tune import TuneConfig, run_tune
     from lite_export.perf.load import ServeProcess, run_load
 
-The load generator needs aiohttp (``pip install "lite-export[serve]"``), the plots matplotlib
-(``pip install "lite-export[bench]"``); both are imported only when used.
+The HTTP part starts ``lite serve`` (``pip install "lite-export[serve]"``); the plots need
+matplotlib (``pip install "lite-export[bench]"``), imported only when used.
 """

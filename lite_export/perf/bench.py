@@ -23,6 +23,7 @@ lite-export wrote it, and replaced only with ``force`` (``--force``).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -280,19 +281,47 @@ def run_bench(cfg: BenchConfig, progress: bool = True, console=None) -> BenchRes
         disable=not progress,
     )
     with bar:
-        for enabled, label, total, measure in (
-            (cfg.inprocess, "in process", n_in, _inprocess),
-            (cfg.http, "HTTP", n_http, _http),
-        ):
-            if not enabled:
-                continue
-            task = bar.add_task(label, total=total)
-            for art in arts:
-                for name in engines[art.path]:
-                    for threads in cfg.threads:
+        stages = [
+            (bar.add_task(label, total=total), measure)
+            for enabled, label, total, measure in (
+                (cfg.inprocess, "in process", n_in, _inprocess),
+                (cfg.http, "HTTP", n_http, _http),
+            )
+            if enabled
+        ]
+        # each engine and thread count in process, then over HTTP at once: the pairs that
+        # http_overhead compares are measured seconds apart, not a whole grid apart
+        for art in arts:
+            for name in engines[art.path]:
+                for threads in cfg.threads:
+                    for task, measure in stages:
                         rows += measure(art, name, threads, cfg, meta, bar, task, loadavg)
+    http_overhead(rows)
     files = write_results(rows, cfg, notes)
     return BenchResult(rows, files, notes)
+
+
+def http_overhead(rows: list[dict]) -> list[dict]:
+    """What HTTP adds for one client: each HTTP row at one closed-loop client gets the in-process
+    B=1 numbers of the same artifact, engine, threads and history (measured in the same run)
+    and the differences (``http_overhead_p50_ms``, ``http_overhead_p99_ms``). Returns those rows."""
+    ref = {
+        (r["artifact"], r["engine"], r["threads"], r["history"]): r
+        for r in rows
+        if r["mode"] == "inprocess" and r["batch"] == 1
+    }
+    out = []
+    for r in rows:
+        if r["mode"] != "http" or r.get("concurrency") != 1 or r["p50_ms"] is None:
+            continue
+        base = ref.get((r["artifact"], r["engine"], r["threads"], r["history"]))
+        if base is None:
+            continue
+        r["inprocess_p50_ms"], r["inprocess_p99_ms"] = base["p50_ms"], base["p99_ms"]
+        r["http_overhead_p50_ms"] = round(r["p50_ms"] - base["p50_ms"], 3)
+        r["http_overhead_p99_ms"] = round(r["p99_ms"] - base["p99_ms"], 3)
+        out.append(r)
+    return out
 
 
 def _inprocess(art, name, threads, cfg, meta, bar, task, loadavg) -> list[dict]:
@@ -309,6 +338,10 @@ def _inprocess(art, name, threads, cfg, meta, bar, task, loadavg) -> list[dict]:
             import torch
 
             torch.set_num_threads(threads)
+        # as `lite serve` once its model is loaded (ServerState._install): what is alive now out
+        # of the cyclic garbage collector, so that both sides of the HTTP overhead run alike
+        gc.collect()
+        gc.freeze()
         rows = []
         for hist in art.histories:
             pool = art.pools[hist]
@@ -351,6 +384,7 @@ def _inprocess(art, name, threads, cfg, meta, bar, task, loadavg) -> list[dict]:
                 bar.advance(task)
         return rows
     finally:
+        gc.unfreeze()
         if restore is not None:
             import torch
 
@@ -433,7 +467,7 @@ def require_http() -> None:
 
     missing = [
         m
-        for m in ("aiohttp", "fastapi", "uvicorn", "prometheus_client", "fastapi_offline")
+        for m in ("fastapi", "uvicorn", "prometheus_client", "fastapi_offline")
         if importlib.util.find_spec(m) is None
     ]
     if missing:
@@ -497,7 +531,34 @@ def tables(rows: list[dict]):
                 "-" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}",
             )
         out.append(t)
+    over = [r for r in http if "http_overhead_p50_ms" in r]
+    if over:
+        t = Table(title="HTTP overhead, one client: HTTP C=1 against in process B=1 (ms)")
+        cols = ("engine", "prec", "threads", "history", "in-proc p50", "HTTP p50", "+p50")
+        for c in (*cols, "in-proc p99", "HTTP p99", "+p99", "batching"):
+            t.add_column(c, justify="left" if c in ("engine", "prec", "batching") else "right")
+        for r in over:
+            t.add_row(
+                r["engine"],
+                r["precision"],
+                str(r["threads"]),
+                str(r["history"]),
+                f"{r['inprocess_p50_ms']:.2f}",
+                f"{r['p50_ms']:.2f}",
+                f"{r['http_overhead_p50_ms']:+.2f}",
+                f"{r['inprocess_p99_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['http_overhead_p99_ms']:+.2f}",
+                _batching(r),
+            )
+        out.append(t)
     return out
+
+
+def _batching(r: dict) -> str:
+    serving = r.get("serving") or {}
+    mode = serving.get("batching", "?")
+    return f"timed {serving.get('max_delay_ms'):g} ms" if mode == "timed" else mode
 
 
 def machine_load(rows: list[dict]) -> list[str]:
@@ -561,6 +622,26 @@ def markdown(rows: list[dict], notes: list[str]) -> str:
             f"{_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | {_ms(r['p99_ms'])} | {r['throughput']:,.0f} | "
             f"{r['ok']}/{r['sent']} | {r['mean_batch'] if r['mean_batch'] is not None else '-'} |"
             for r in http
+        ]
+    over = [r for r in http if "http_overhead_p50_ms" in r]
+    if over:
+        lines += [
+            "",
+            "What HTTP adds for one client: `POST /v1/recommend` at C=1 against "
+            "`engine.recommend` of one history in process (B=1), same engine, threads and "
+            "history, this run (the target: p50 within 0.5 ms).",
+            "",
+            "| engine | precision | threads | history | in process p50 / p99 ms | HTTP p50 / p99 ms "
+            "| overhead p50 ms | overhead p99 ms | p50 within 0.5 ms | batching |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        lines += [
+            f"| {r['engine']} | {r['precision']} | {r['threads']} | {r['history']} | "
+            f"{r['inprocess_p50_ms']:.2f} / {r['inprocess_p99_ms']:.2f} | "
+            f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['http_overhead_p50_ms']:+.2f} | "
+            f"{r['http_overhead_p99_ms']:+.2f} | "
+            f"{'yes' if r['http_overhead_p50_ms'] <= 0.5 else 'no'} | {_batching(r)} |"
+            for r in over
         ]
     return "\n".join(lines) + "\n"
 

@@ -15,15 +15,20 @@ among the steps that met the target; its concurrency is the operating point.
 
 **The search** is coordinate descent, one pass, so it is bounded (at most
 engines x threads + |max_batch| + |max_delay_ms| trials, and never past ``max_trials`` or
-``budget_s``): (1) every engine x threads at the default batching (max_batch 32, 2 ms, or the
-candidates nearest them); (2) every max_batch with the best engine and threads; (3) every
-max_delay_ms with the best of (2). Settings already measured are not measured again.
+``budget_s``): (1) every engine x threads at the default batching (max_batch 32, continuous,
+or the candidates nearest them); (2) every max_batch with the best engine and threads; (3)
+every max_delay_ms with the best of (2): 0 is continuous batching (no wait; batches form from
+load), more is a timed wait for fuller batches. Settings already measured are not measured again.
 
 **Confirmation.** The search's steps are short runs on a machine that other work shares, so
 the best ``CONFIRM`` (3) trials are measured again, each on a fresh server with exactly the
 settings that would be written, for ``confirm_s`` at its operating point (on a miss the
-concurrency is halved and retried, at most 3 runs). The best confirmed throughput wins; only a
-confirmed setting is written, with the confirmation's numbers.
+concurrency is halved and retried, at most 3 runs); so is the best trial of the other batching
+mode when it is not among them, so that continuous batching and a timed wait are both confirmed
+before one is chosen. The best confirmed throughput wins, but a timed wait only when it serves
+at least ``TIMED_GAIN`` x the best confirmed continuous setting (:func:`choose`: the wait costs
+latency at every load); only a confirmed setting is written, with the confirmation's numbers, and
+``tune.json`` and ``serve.json`` say which batching won and why (``batching``).
 
 **Outputs** (in ``out``): ``serve.json`` (``lite serve ART --config serve.json``), ``tune.json``
 (the choice, its measurements and the Triton dynamic-batching values, which
@@ -59,12 +64,15 @@ import numpy as np
 
 from lite_export.perf.bench import ALL_ENGINES, default_threads, model_id, precision_of
 
-#: candidates used as the starting point, when present (the `lite serve` defaults)
-START_MAX_BATCH, START_DELAY_MS = 32, 2.0
+#: candidates used as the starting point, when present (the `lite serve` defaults: continuous)
+START_MAX_BATCH, START_DELAY_MS = 32, 0.0
 #: what lite tune writes in its --out directory
 TUNE_FILES = ("serve.json", "tune.json", "tune_triton.pbtxt", "tune_trials.json")
 #: a ladder step must add this much throughput to count as progress
 MIN_GAIN = 1.05
+#: a timed wait is chosen over continuous batching only with this much more throughput (the wait
+#: costs latency at every load; smaller gains are within the noise of a confirmation run)
+TIMED_GAIN = MIN_GAIN
 #: how many of the best trials are measured again before one is chosen
 CONFIRM = 3
 #: other work using more CPU than this (cores) during a measurement gets a warning
@@ -138,6 +146,81 @@ def _ladder(max_concurrency: int) -> list[int]:
 
 def _pow2_floor(x: float) -> int:
     return 1 << int(math.floor(math.log2(x))) if x >= 1 else 1
+
+
+def batching_of(settings: dict) -> str:
+    """``continuous`` (max_delay_ms 0) or ``timed`` (a wait for fuller batches)."""
+    return "timed" if float(settings["max_delay_ms"]) > 0 else "continuous"
+
+
+def batching_choice(trials: list[dict], chosen: dict | None) -> dict:
+    """Continuous batching against a timed wait, as measured: the best trial of each (search and
+    confirmation numbers) and which one the run chose."""
+    out: dict = {"chosen": batching_of(chosen["settings"]) if chosen else None}
+    for mode in ("continuous", "timed"):
+        rows = [t for t in trials if batching_of(t["settings"]) == mode]
+        if not rows:
+            out[mode] = None
+            continue
+        runs = [(t, run) for t in rows for run in t.get("confirm_runs", []) if run["met"]]
+        if runs:
+            t, run = max(runs, key=lambda tr: (tr[1]["throughput_rps"], -tr[1]["p99_ms"]))
+            measured = {k: run[k] for k in ("concurrency", "throughput_rps", "p50_ms", "p99_ms")}
+            how = "confirmed"
+        else:
+            met = [t for t in rows if t["met"]]
+            if not met:
+                out[mode] = {"trials": len(rows), "met": False}
+                continue
+            t = max(met, key=lambda r: (r["throughput_rps"], -r["p99_ms"]))
+            measured = {k: t[k] for k in ("concurrency", "throughput_rps", "p50_ms", "p99_ms")}
+            how = "search only"
+        out[mode] = {
+            "trials": len(rows),
+            "met": True,
+            "best_trial": t["trial"],
+            "settings": dict(t["settings"]),
+            "measured": how,
+            **measured,
+        }
+    return out
+
+
+def choose(confirmed: list[tuple]) -> tuple[tuple, str]:
+    """The confirmed candidate to write, and why its batching, from ``confirmed`` entries
+    ``(throughput_rps, -p99_ms, trial, settings, run)``: the best throughput at the target, but a
+    timed wait only when it serves at least TIMED_GAIN x what continuous batching's best confirmed
+    setting does: a wait adds latency at every load, and a gain within the noise of the
+    measurement does not pay for it."""
+
+    def best(mode: str) -> tuple | None:
+        rows = [c for c in confirmed if batching_of(c[3]) == mode]
+        return max(rows, key=lambda c: (c[0], c[1])) if rows else None
+
+    cont, timed = best("continuous"), best("timed")
+    if cont is None:
+        return timed, (
+            f"timed (max_delay_ms {timed[3]['max_delay_ms']:g}): {timed[0]:.0f} req/s at the "
+            "target; no continuous setting met it when confirmed"
+        )
+    if timed is None:
+        return cont, (
+            f"continuous (max_delay_ms 0: no wait, batches form from load): {cont[0]:.0f} req/s "
+            "at the target; no timed wait was confirmed to meet it"
+        )
+    wait = f"max_delay_ms {timed[3]['max_delay_ms']:g}"
+    if timed[0] >= TIMED_GAIN * cont[0]:
+        return timed, (
+            f"timed ({wait}: waits for fuller batches): {timed[0]:.0f} req/s at the target, "
+            f"{timed[0] / cont[0] - 1:.0%} more than continuous batching's best ({cont[0]:.0f} "
+            f"req/s, p99 {-cont[1]:.2f} ms)"
+        )
+    return cont, (
+        f"continuous (max_delay_ms 0: no wait, batches form from load): {cont[0]:.0f} req/s at "
+        f"the target, p99 {-cont[1]:.2f} ms; the best timed wait ({wait}) served "
+        f"{timed[0]:.0f} req/s, p99 {-timed[1]:.2f} ms, less than the {TIMED_GAIN - 1:.0%} more "
+        "that would pay for its wait"
+    )
 
 
 def final_settings(settings: dict, throughput_rps: float, p99_ms: float) -> dict:
@@ -416,16 +499,23 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
             key=lambda r: (-r["throughput_rps"], r["p99_ms"]),
         )
         # the search's numbers are short runs on a shared machine: confirm the best CONFIRM
-        # candidates with their final settings and keep the best confirmed throughput
+        # candidates with their final settings, and the best of the other batching mode, and
+        # keep the best confirmed throughput
+        candidates = ranked[:CONFIRM]
+        for mode in ("continuous", "timed"):
+            best_of_mode = next((r for r in ranked if batching_of(r["settings"]) == mode), None)
+            if best_of_mode is not None and best_of_mode not in candidates:
+                candidates.append(best_of_mode)
         confirmed = []
-        for row in ranked[:CONFIRM]:
+        for row in candidates:
             settings = final_settings(row["settings"], row["throughput_rps"], cfg.p99_ms)
             run = tuner.confirm(row, settings)
             if run is not None:
                 confirmed.append((run["throughput_rps"], -run["p99_ms"], row, settings, run))
         chosen = confirm = tuned = None
+        why = ""
         if confirmed:
-            *_, chosen, tuned, confirm = max(confirmed, key=lambda c: (c[0], c[1]))
+            (*_, chosen, tuned, confirm), why = choose(confirmed)
             confirm["chosen"] = True  # the run that decided (trial_table marks it)
     trials = tuner.trials
     other = [
@@ -481,9 +571,10 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
             "histories": "sampled from the catalog by popularity",
         },
         "search": {
-            "strategy": "coordinate descent: engine x threads, then max_batch, then max_delay_ms; "
-            "each trial a concurrency ladder 1, 2, 4, ... (stops at the first p99 miss or "
-            "saturation); the winner confirmed on a fresh server",
+            "strategy": "coordinate descent: engine x threads, then max_batch, then max_delay_ms "
+            "(0: continuous batching; more: a timed wait); each trial a concurrency ladder 1, 2, "
+            "4, ... (stops at the first p99 miss or saturation); the best trials and the best of "
+            "the other batching mode confirmed on fresh servers",
             "engines": engines,
             "threads": cfg.threads,
             "max_batch": cfg.max_batch,
@@ -523,6 +614,7 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
         if stale:
             message += f"; {', '.join(map(str, stale))} left as they were, from an earlier run"
         message += disturbed
+        summary["batching"] = batching_choice(trials, None)
         summary["message"] = message
         files[1].write_text(json.dumps(summary, indent=1) + "\n")
         return TuneResult(False, summary, trials, files, message)
@@ -532,9 +624,12 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
         f"req/s ({confirm['concurrency']} concurrent clients, history {tuner.history}, k "
         f"{cfg.k}) on {meta['machine']}, commit {meta['commit']}"
     )
+    batching = batching_choice(trials, chosen)
+    batching["why"] = why
     serve_json = {
         "_written_by": f"lite tune {__version__} for {art.path}",
         "_measured": measured,
+        "_batching": why,
         "_max_queue": "2 x throughput x target: requests beyond it could not meet the target",
         **tuned,
     }
@@ -561,10 +656,11 @@ def run_tune(cfg: TuneConfig, progress: bool = True, console=None) -> TuneResult
                 },
                 "confirm": confirm,
             },
+            "batching": batching,
             "serve_json": str(path),
             "triton": triton,
             "triton_pbtxt": str(pbtxt),
-            "message": f"chosen: {tuned}; {measured}{disturbed}",
+            "message": f"chosen: {tuned}; {measured}; batching: {why}{disturbed}",
         }
     )
     files[1].write_text(json.dumps(summary, indent=1) + "\n")
@@ -598,7 +694,7 @@ def trial_table(trials: list[dict], target: float):
             s["engine"],
             str(s["threads"]),
             str(s["max_batch"]),
-            f"{s['max_delay_ms']:g}",
+            _delay(s),
             "-" if r["concurrency"] is None else str(r["concurrency"]),
             f"{r['throughput_rps']:,.0f}",
             "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
@@ -618,7 +714,7 @@ def trial_table(trials: list[dict], target: float):
                 s["engine"],
                 str(s["threads"]),
                 str(s["max_batch"]),
-                f"{s['max_delay_ms']:g}",
+                _delay(s),
                 str(run["concurrency"]),
                 f"{run['throughput_rps']:,.0f}",
                 "-" if run.get("p50_ms") is None else f"{run['p50_ms']:.2f}",
@@ -631,3 +727,8 @@ def trial_table(trials: list[dict], target: float):
             "was chosen"
         )
     return t
+
+
+def _delay(settings: dict) -> str:
+    d = float(settings["max_delay_ms"])
+    return f"{d:g}" if d > 0 else "0 (cont.)"

@@ -3,13 +3,25 @@
 ``create_app(settings)`` returns a FastAPI app; its lifespan starts the batcher and loads the
 artifact in the background (``/healthz`` answers at once, ``/readyz`` turns 200 once the engine is
 loaded and warmed up). Every refusal is a JSON ``{"detail": "..."}`` that says what is wrong and
-how to fix it; bad input never gets a 5xx.
+how to fix it (``{"error": "..."}`` on the Open Inference Protocol's ``/v2`` routes, see
+:mod:`lite_export.serving.oip`); bad input never gets a 5xx.
+
+**The fast path.** ``POST /v1/recommend`` and ``POST /v2/models/lite/infer`` are answered by the
+outermost ASGI layer (:class:`_Guard`) without FastAPI's routing, dependency injection and
+request objects, which cost more than the rest of a request on a 2-core machine (see
+docs/serving.md, "Where the time goes"). It validates with the same Pydantic model as the route
+(``RecommendRequest``, compiled JSON validation); anything it does not accept as it is (a body that
+fails validation, another content type, a missing or wrong API key, a body over the limit) goes to
+the FastAPI route unchanged, which answers exactly as before. The routes stay registered, so the
+OpenAPI document is the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
+import json
 import logging
 import threading
 import time
@@ -18,15 +30,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException
 
 from lite_export import __version__
+from lite_export.serving import oip
 from lite_export.serving.batcher import Closed, MicroBatcher, QueueFull
 from lite_export.serving.metrics import Metrics
 from lite_export.serving.model import Job, ModelHandle, RequestError
@@ -38,6 +52,7 @@ log = logging.getLogger("uvicorn.error")
 #: most requests one POST /v1/recommend/batch may carry (and never more than --max-queue)
 MAX_BATCH_REQUESTS = 1024
 RETRY_AFTER = {"Retry-After": "1"}
+JSON_TYPE = (b"content-type", b"application/json")
 EXAMPLE = '{"history": ["1193", "661"], "k": 10}'
 KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="Required when the server has an API key."
@@ -132,6 +147,83 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What is wrong and how to fix it.")
 
 
+# Open Inference Protocol answers (documentation: the routes return these shapes as they are)
+class ProtocolErrorResponse(BaseModel):
+    error: str = Field(description="What is wrong and how to fix it.")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1: any size; the first dimension is the batch.")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata] = Field(
+        description="HISTORY (BYTES [B, L], item ids), K (INT32 [B, 1], optional, default 10), "
+        "EXCLUDE_SEEN (BOOL [B, 1], optional, default true)."
+    )
+    outputs: list[TensorMetadata] = Field(
+        description="ITEM_IDS (BYTES [B, k], best first) and SCORES (FP32 [B, k])."
+    )
+
+
+class OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[str | float] | None = Field(
+        None, description="Row-major values; absent when sent as binary data."
+    )
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size when the output follows the JSON header as binary."
+    )
+
+
+class InferResponse(BaseModel):
+    id: str | None = None
+    model_name: str
+    model_version: str
+    parameters: dict[str, Any] = Field(description="model: the id of the model that answered.")
+    outputs: list[OutputTensor]
+
+
+ModelName = Annotated[str, PathParam(description="The model: `lite`.", examples=[oip.MODEL_NAME])]
+ModelVersion = Annotated[
+    str, PathParam(description="Its version: `1`.", examples=[oip.MODEL_VERSION])
+]
+
+
+def oip_check(name: str, version: str | None = None) -> None:
+    """404 in the protocol's body for a model or version this server does not serve."""
+    try:
+        oip.check_model(name, version)
+    except oip.ProtocolError as exc:
+        raise RequestError(exc.status, exc.message, kind=exc.kind) from None
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
@@ -171,6 +263,7 @@ class ServerState:
         self._reload_lock = threading.Lock()
         self._on_fatal = on_fatal
         self.route_paths: set[str] = set()  # metric labels: route templates only
+        self.active = 0  # requests in ServerState.run (on the event loop)
         self.batcher = MicroBatcher(
             settings.max_batch,
             settings.max_delay_ms / 1000.0,
@@ -191,6 +284,12 @@ class ServerState:
         self.model = handle  # one reference swap: requests already checked keep their handle
         self.load_error = None
         self.metrics.set_model(handle.id, handle.summary()["engine"] or "?", str(handle.path))
+        # what is alive now (the frameworks, the engine, the catalog: ~200k objects) lives as long
+        # as the model: out of the cyclic GC, whose full pass over it took 87 ms on 2 cores (a
+        # request that triggered one waited for it); thawed again at the next reload
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         self.metrics.ready.set(1)
 
     def initial_load(self) -> None:
@@ -275,6 +374,21 @@ class ServerState:
         return model
 
     async def run(self, jobs: list[Job]) -> list[dict]:
+        """The answers to ``jobs``: one alone with the engine idle runs here, at once; the rest
+        go through the batcher's queue (see MicroBatcher.claim)."""
+        self.active += 1
+        try:
+            if len(jobs) == 1 and self.batcher.idle:
+                # one turn of the event loop first, so that requests which arrived together with
+                # this one reach the queue or this count, and are batched instead
+                await asyncio.sleep(0)
+                if self.active == 1 and self.batcher.claim():
+                    return [self.batcher.run_claimed(jobs[0])]
+            return await self._queued(jobs)
+        finally:
+            self.active -= 1
+
+    async def _queued(self, jobs: list[Job]) -> list[dict]:
         try:
             futures = self.batcher.submit(jobs)
         except QueueFull:
@@ -296,6 +410,43 @@ class ServerState:
         if len(futures) == 1:
             return [await futures[0]]
         return list(await asyncio.gather(*futures))
+
+    async def infer_v2(
+        self, body: bytes, header_length: str | None, encoding: str | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """``POST /v2/models/lite/infer``: (status, headers, body); every refusal is the
+        protocol's ``{"error": ...}`` with a 400 (404, 413, 415, 503 where they apply)."""
+        try:
+            body = oip.decode_body(body, encoding, self.settings.max_body_bytes)
+            req = oip.parse_infer(body, header_length)
+            model = self.require_model()
+            rows = len(req.histories)
+            jobs = [
+                model.prepare(
+                    h,
+                    req.k,
+                    e,
+                    req.lenient,
+                    f"HISTORY row {r}: " if rows > 1 else "",
+                    lenient_hint='"parameters": {"lenient": true}',
+                )
+                for r, (h, e) in enumerate(zip(req.histories, req.exclude_seen, strict=True))
+            ]
+            results = await self.run(jobs)
+        except oip.ProtocolError as exc:
+            self.metrics.errors.labels(exc.kind).inc()
+            return exc.status, [JSON_TYPE], oip.error_body(exc.message)
+        except RequestError as exc:
+            self.metrics.errors.labels(exc.kind).inc()
+            headers = [
+                JSON_TYPE,
+                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+            ]
+            # the protocol's bad request is a 400 (lite's own routes answer 422)
+            status = 400 if exc.status == 422 else exc.status
+            return status, headers, oip.error_body(exc.detail)
+        payload, headers = oip.encode_infer(req, results, model.id)
+        return 200, headers, payload
 
 
 # ---------------------------------------------------------------------- errors
@@ -361,18 +512,37 @@ def _validation_detail(request: Request, exc: RequestValidationError) -> tuple[i
     return 422, f"invalid request: {shown}{more}{fix}", items
 
 
+def _refusal(path: str, status: int, detail: str, headers=None, **extra) -> JSONResponse:
+    """``{"detail": ...}`` (with ``extra``), or the protocol's ``{"error": ...}`` on /v2 routes."""
+    if oip.is_protocol_path(path):
+        return JSONResponse({"error": detail}, status, headers=headers)
+    return JSONResponse({"detail": detail, **extra}, status, headers=headers)
+
+
+def _internal_detail(exc: BaseException) -> str:
+    return (
+        f"internal error ({type(exc).__name__}: {exc}); this is a bug: please report it with "
+        "the server log"
+    )
+
+
 def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
     errors = state.metrics.errors
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
         errors.labels(exc.kind).inc()
-        return JSONResponse({"detail": exc.detail, **exc.extra}, exc.status, headers=exc.headers)
+        status = exc.status
+        if status == 422 and oip.is_protocol_path(request.url.path):
+            status = 400  # the protocol's bad request
+        return _refusal(request.url.path, status, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         status, detail, items = _validation_detail(request, exc)
         errors.labels({400: "malformed_json", 415: "content_type"}.get(status, "validation")).inc()
+        if oip.is_protocol_path(request.url.path):
+            return JSONResponse({"error": detail}, 400)
         body = {"detail": detail, "errors": items} if items else {"detail": detail}
         return JSONResponse(body, status)
 
@@ -395,32 +565,87 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
             errors.labels("malformed_json").inc()
         else:
             errors.labels(f"http_{status}").inc()
-        return JSONResponse({"detail": detail}, status, headers=exc.headers)
+        return _refusal(request.url.path, status, detail, exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         errors.labels("internal").inc()
         log.exception("lite serve: internal error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {
-                "detail": f"internal error ({type(exc).__name__}: {exc}); this is a bug: please report it with the server log"
-            },
-            500,
-        )
+        return _refusal(request.url.path, 500, _internal_detail(exc))
+
+
+#: POST routes the outermost layer answers itself: exact path -> (metric route label, protocol)
+FAST_ROUTES = {
+    "/v1/recommend": ("/v1/recommend", "v1"),
+    f"/v2/models/{oip.MODEL_NAME}/infer": ("/v2/models/{name}/infer", "v2"),
+    f"/v2/models/{oip.MODEL_NAME}/versions/{oip.MODEL_VERSION}/infer": (
+        "/v2/models/{name}/versions/{version}/infer",
+        "v2",
+    ),
+}
+#: request headers the outermost layer reads
+_HEADERS = {
+    b"content-length",
+    b"content-type",
+    b"content-encoding",
+    b"x-api-key",
+    b"inference-header-content-length",
+}
+
+
+async def _read_body(receive, limit: int) -> tuple[list, bytes | None]:
+    """The request's messages and its body; the body is None when it is over ``limit`` or the
+    client left before sending all of it (the messages are then replayed to the FastAPI app,
+    which answers as it always has)."""
+    messages, chunks, size = [], [], 0
+    while True:
+        msg = await receive()
+        messages.append(msg)
+        if msg["type"] != "http.request":
+            return messages, None
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return messages, None
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return messages, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(messages: list, receive):
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+async def _send(send, status: int, headers: list, body: bytes) -> None:
+    head = [(b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _dumps(obj) -> bytes:
+    """JSON as Starlette's JSONResponse renders it."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class _Guard:
-    """Outer ASGI middleware: request metrics (route template, status, latency) and the body limit
-    (413 before the body is parsed, for a declared or a streamed size)."""
+    """Outer ASGI middleware: request metrics (route template, status, latency), the body limit
+    (413 before the body is parsed, for a declared or a streamed size), and the fast path of
+    ``POST /v1/recommend`` and ``POST /v2/models/lite/infer`` (see the module docstring)."""
 
     def __init__(self, app, state: ServerState):
         self.app, self.state = app, state
+        self._validate = RecommendRequest.__pydantic_validator__.validate_json
+        self._children: dict[tuple, tuple] = {}  # metric children by (route, method, status)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = [500]
+        label = None
         limit = self.state.settings.max_body_bytes
         fix = (
             f"request bodies are limited to {limit} bytes (--max-body-bytes); send fewer or shorter "
@@ -432,13 +657,13 @@ class _Guard:
                 status[0] = message["status"]
             await send(message)
 
+        headers = {n: v for n, v in scope.get("headers", ()) if n in _HEADERS}
         length = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
+        if b"content-length" in headers:
+            try:
+                length = int(headers[b"content-length"])
+            except ValueError:
+                length = None
         try:
             if length is not None and length > limit:
                 # drain what the client sends (so it reads the answer), then refuse
@@ -449,18 +674,27 @@ class _Guard:
                     if msg["type"] != "http.request" or not msg.get("more_body"):
                         break
                 self.state.metrics.errors.labels("body_too_large").inc()
-                resp = JSONResponse(
-                    {"detail": f"the body has {length} bytes; {fix}"},
+                resp = _refusal(
+                    scope["path"],
                     413,
+                    f"the body has {length} bytes; {fix}",
                     headers={"Connection": "close"},
                 )
                 await resp(scope, receive, send_counted)
                 return
+            source = receive
+            fast = FAST_ROUTES.get(scope["path"]) if scope["method"] == "POST" else None
+            if fast is not None:
+                messages, body = await _read_body(receive, limit)
+                if body is not None and await self._answer(fast[1], headers, body, send_counted):
+                    label = fast[0]
+                    return
+                source = _replay(messages, receive)
             received = 0
 
             async def receive_limited():
                 nonlocal received
-                msg = await receive()
+                msg = await source()
                 if msg["type"] == "http.request":
                     received += len(msg.get("body", b""))
                     if received > limit:
@@ -469,13 +703,67 @@ class _Guard:
 
             await self.app(scope, receive_limited, send_counted)
         finally:
-            route = getattr(scope.get("route"), "path", None)
-            path = route or (
-                scope["path"] if scope["path"] in self.state.route_paths else "unmatched"
-            )
-            m = self.state.metrics
-            m.requests.labels(path, scope.get("method", ""), str(status[0])).inc()
-            m.latency.labels(path).observe(time.perf_counter() - start)
+            path = label or getattr(scope.get("route"), "path", None)
+            if path is None:
+                path = scope["path"] if scope["path"] in self.state.route_paths else "unmatched"
+            key = (path, scope.get("method", ""), str(status[0]))
+            children = self._children.get(key)
+            if children is None:
+                m = self.state.metrics
+                children = self._children[key] = (m.requests.labels(*key), m.latency.labels(path))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
+
+    async def _answer(self, protocol: str, headers: dict, body: bytes, send) -> bool:
+        """Answer a fast-path request; False (nothing sent) to leave it to the FastAPI route."""
+        state = self.state
+        key = state.settings.api_key
+        if key and not hmac.compare_digest(headers.get(b"x-api-key", b""), key.encode()):
+            return False  # the route answers 401
+        if protocol == "v2":
+            try:
+                status, out, payload = await state.infer_v2(
+                    body,
+                    _latin1(headers.get(b"inference-header-content-length")),
+                    _latin1(headers.get(b"content-encoding")),
+                )
+            except Exception as exc:  # a bug (engine failure): as the route's handler answers
+                state.metrics.errors.labels("internal").inc()
+                log.exception("lite serve: internal error on POST /v2 infer")
+                status, out, payload = 500, [JSON_TYPE], oip.error_body(_internal_detail(exc))
+            await _send(send, status, out, payload)
+            return True
+        ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != b"application/json" or b"content-encoding" in headers:
+            return False
+        try:
+            req = self._validate(body)
+        except ValidationError:
+            return False  # the route names the problem
+        t0 = time.perf_counter()
+        try:
+            model = state.require_model()
+            job = model.prepare(req.history, req.k, req.exclude_seen, req.lenient)
+            (result,) = await state.run([job])
+            payload = _dumps(result)
+        except RequestError as exc:
+            state.metrics.errors.labels(exc.kind).inc()
+            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+            body = _dumps({"detail": exc.detail, **exc.extra})
+            await _send(send, exc.status, [JSON_TYPE, *extra], body)
+            return True
+        except Exception as exc:
+            state.metrics.errors.labels("internal").inc()
+            log.exception("lite serve: internal error on POST /v1/recommend")
+            await _send(send, 500, [JSON_TYPE], _dumps({"detail": _internal_detail(exc)}))
+            return True
+        timing = f"total;dur={(time.perf_counter() - t0) * 1000:.2f}".encode()
+        await _send(send, 200, [JSON_TYPE, (b"server-timing", timing)], payload)
+        return True
+
+
+def _latin1(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 # ---------------------------------------------------------------------- app
@@ -579,6 +867,7 @@ def create_app(settings: ServeSettings, *, on_fatal=None) -> FastAPI:
             )
         }
         serving["threads"] = state.threads
+        serving["batching"] = settings.batching()
         return {**model.summary(), "serving": serving, "reloading": state.reloading}
 
     @app.get(
@@ -662,6 +951,135 @@ def create_app(settings: ServeSettings, *, on_fatal=None) -> FastAPI:
             )
         results = await state.run(jobs) if jobs else []
         return _timed({"results": results}, start)
+
+    # ------------------------------------------------------------ Open Inference Protocol (v2)
+    v2 = ["Open Inference Protocol (v2)"]
+    v2_errors = {
+        code: {"model": ProtocolErrorResponse, "description": text}
+        for code, text in (
+            (400, "Bad request: the error names the problem"),
+            (401, "Missing or wrong X-API-Key (when the server has a key)"),
+            (404, "Another model or version than lite/1"),
+            (413, "Body larger than the limit"),
+            (503, "Model still loading, overloaded (see Retry-After) or shutting down"),
+        )
+    }
+
+    def _not_ready() -> str | None:
+        if state.shutting_down:
+            return "the server is shutting down"
+        if state.model is None:
+            return f"the model {'failed to load' if state.load_error else 'is still loading'}"
+        return None
+
+    @app.get("/v2", summary="Server metadata", tags=v2, response_model=ServerMetadata)
+    async def v2_server():
+        return oip.server_metadata(__version__)
+
+    @app.get(
+        "/v2/health/live",
+        summary="Liveness: 200 while the process answers",
+        tags=v2,
+        response_model=Live,
+    )
+    async def v2_live():
+        return {"live": True}
+
+    @app.get(
+        "/v2/health/ready",
+        summary="Readiness: 200 once the model is loaded and warmed up, 400 before and while "
+        "shutting down",
+        tags=v2,
+        response_model=Ready,
+        responses={400: {"model": ProtocolErrorResponse, "description": "Not ready"}},
+    )
+    async def v2_ready():
+        why = _not_ready()
+        if why:
+            return JSONResponse({"error": f"not ready: {why}"}, 400)
+        return {"ready": True}
+
+    async def _metadata(name: str, version: str | None = None):
+        oip_check(name, version)
+        return oip.model_metadata()
+
+    async def _model_ready(name: str, version: str | None = None):
+        oip_check(name, version)
+        why = _not_ready()
+        if why:
+            return JSONResponse({"error": f"model {name!r} is not ready: {why}"}, 400)
+        return {"name": name, "ready": True}
+
+    async def _infer(request: Request, name: str, version: str | None = None):
+        oip_check(name, version)
+        status, headers, payload = await state.infer_v2(
+            await request.body(),
+            request.headers.get("inference-header-content-length"),
+            request.headers.get("content-encoding"),
+        )
+        return Response(payload, status, headers={k.decode(): v.decode() for k, v in headers})
+
+    # each route twice: /v2/models/{name}/... and /v2/models/{name}/versions/{version}/... (the
+    # versioned ones, the same operations, are left out of the OpenAPI document)
+    async def metadata(name: ModelName):
+        return await _metadata(name)
+
+    async def metadata_v(name: ModelName, version: ModelVersion):
+        return await _metadata(name, version)
+
+    async def model_ready(name: ModelName):
+        return await _model_ready(name)
+
+    async def model_ready_v(name: ModelName, version: ModelVersion):
+        return await _model_ready(name, version)
+
+    async def infer(request: Request, name: ModelName):
+        return await _infer(request, name)
+
+    async def infer_v(request: Request, name: ModelName, version: ModelVersion):
+        return await _infer(request, name, version)
+
+    infer_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": oip.INFER_REQUEST_SCHEMA}},
+            "description": "The protocol's inference request. Binary tensor data (tritonclient's "
+            "default) follows the JSON header, whose length is in the "
+            "Inference-Header-Content-Length header.",
+        }
+    }
+    for prefix, hidden, handlers in (
+        ("/v2/models/{name}", False, (metadata, model_ready, infer)),
+        ("/v2/models/{name}/versions/{version}", True, (metadata_v, model_ready_v, infer_v)),
+    ):
+        app.get(
+            prefix,
+            summary="Model metadata: the tensors of the Triton `lite` model",
+            tags=v2,
+            response_model=ModelMetadata,
+            responses=v2_errors,
+            dependencies=keyed,
+            include_in_schema=not hidden,
+        )(handlers[0])
+        app.get(
+            prefix + "/ready",
+            summary="Model readiness: 200 once loaded and warmed up, 400 before",
+            tags=v2,
+            response_model=ModelReady,
+            responses=v2_errors,
+            dependencies=keyed,
+            include_in_schema=not hidden,
+        )(handlers[1])
+        app.post(
+            prefix + "/infer",
+            summary="Top-k items for each row of HISTORY (Open Inference Protocol)",
+            tags=v2,
+            response_model=InferResponse,
+            responses=v2_errors,
+            dependencies=keyed,
+            openapi_extra=infer_doc,
+            include_in_schema=not hidden,
+        )(handlers[2])
 
     @app.post(
         "/admin/reload",

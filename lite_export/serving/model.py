@@ -89,9 +89,16 @@ class ModelHandle:
 
     # ------------------------------------------------------------------ requests
     def prepare(
-        self, history: list[str], k: int, exclude_seen: bool, lenient: bool, where: str = ""
+        self,
+        history: list[str],
+        k: int,
+        exclude_seen: bool,
+        lenient: bool,
+        where: str = "",
+        lenient_hint: str = '"lenient": true',
     ) -> Job:
-        """Check one request against this model; raises RequestError (422) naming the problem."""
+        """Check one request against this model; raises RequestError (422) naming the problem
+        (``lenient_hint``: how this request's protocol asks for leniency)."""
         if not 1 <= k <= self.max_k:
             raise RequestError(
                 422,
@@ -111,7 +118,7 @@ class ModelHandle:
                     422,
                     f"{where}unknown item ids: {shown}{more}. The catalog has {len(self.catalog)} "
                     "items: pass external ids exactly as in the artifact's items.jsonl (search them "
-                    'with GET /v1/items?q=TITLE), or send "lenient": true to drop unknown ids',
+                    f"with GET /v1/items?q=TITLE), or send {lenient_hint} to drop unknown ids",
                     kind="unknown_items",
                     unknown_ids=dropped,
                 )

@@ -29,6 +29,59 @@ class _NotBeforeReady(logging.Filter):
         return not str(record.msg).startswith(_EARLY_CLAIMS)
 
 
+class _HeldHeaders:
+    """A transport that holds a response's status line and headers until the response's first
+    body write, and sends them together: one write, one TCP segment and one wake-up of the client
+    per response instead of two (uvicorn writes the headers as soon as the app starts the
+    response). Anything else (1xx answers, later body chunks, close) flushes what is held first.
+    """
+
+    __slots__ = ("_transport", "_held")
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._held = b""
+
+    def write(self, data) -> None:
+        if self._held:
+            data, self._held = self._held + bytes(data), b""
+        elif data[:9] == b"HTTP/1.1 " and data[9:10] != b"1":
+            self._held = bytes(data)  # the headers: wait for the body
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data, self._held = self._held, b""
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+def _http_protocol():
+    """uvicorn's httptools protocol with :class:`_HeldHeaders` (None without httptools: uvicorn's
+    default)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class Protocol(HttpToolsProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(_HeldHeaders(transport))
+
+        def on_response_complete(self) -> None:
+            self.transport.flush()  # a response without a body write (HEAD)
+            super().on_response_complete()
+
+    return Protocol
+
+
 def run_server(settings: ServeSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a graceful drain)."""
     settings.validate()
@@ -54,6 +107,7 @@ def run_server(settings: ServeSettings) -> int:
         timeout_graceful_shutdown=settings.graceful_timeout_s,
         server_header=False,
         lifespan="on",
+        **({"http": protocol} if (protocol := _http_protocol()) else {}),
     )
     server = Server(config)
     quiet = _NotBeforeReady()

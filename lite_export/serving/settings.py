@@ -29,10 +29,13 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     engine: str = "auto"
-    #: micro-batching: at most this many requests per engine call ...
+    #: batching: at most this many requests per engine call. Continuous by default: a request
+    #: that finds the engine free runs at once, and what arrives while a batch runs is the next
+    #: batch (batches form from load, never from a timer) ...
     max_batch: int = 32
-    #: ... waiting at most this long after the first request of a batch for more to arrive
-    max_delay_ms: float = 2.0
+    #: ... unless this is > 0 (opt-in): then the engine waits up to this long after the first
+    #: request of a batch for more to arrive (fuller batches for a longer latency)
+    max_delay_ms: float = 0.0
     #: requests waiting for the engine; beyond it new requests get 503 + Retry-After
     max_queue: int = 256
     #: intra-op threads of the engine (None: half the cores, see :func:`default_threads`)
@@ -146,6 +149,10 @@ class ServeSettings:
             "query and reload the model. Pass --api-key KEY (or set LITE_API_KEY; clients send it "
             "in the X-API-Key header), keep --host 127.0.0.1, or pass --insecure on a trusted network"
         )
+
+    def batching(self) -> str:
+        """``continuous`` (no wait: batches form from load) or ``timed`` (``max_delay_ms`` > 0)."""
+        return "timed" if self.max_delay_ms > 0 else "continuous"
 
     def public(self) -> dict:
         """The settings a client may see (no API key)."""

@@ -279,3 +279,106 @@ def test_cpp_tensorrt_engine_absent_here_says_so(lite_recommend, artifact):
     proc = _run(lite_recommend, artifact, "S0001", "--engine", "tensorrt")
     assert proc.returncode == 1
     assert "this build has no TensorRT backend" in proc.stderr
+
+
+# ------------------------------------------------ the input profile (manifest.json "profile")
+def _with_profile(artifact: Path, tmp_path: Path, profile: dict | None) -> Path:
+    """A copy of the artifact whose manifest records ``profile`` (None: no profile, as written
+    before profiles were recorded). manifest.json is not among the checksummed files."""
+    art = Path(shutil.copytree(artifact, tmp_path / "art"))
+    manifest = json.loads((art / "manifest.json").read_text())
+    if profile is None:
+        manifest.pop("profile", None)
+    else:
+        manifest["profile"] = profile
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    return art
+
+
+def _small_profile(artifact: Path, max_batch: int = 5, max_exclude: int = 12) -> dict:
+    hist = json.loads((artifact / "manifest.json").read_text())["dims"]["max_history"]
+    return {
+        "item_ids": {"min": [1, 1], "opt": [max_batch, hist], "max": [max_batch, hist]},
+        "exclude_ids": {
+            "min": [1, 1],
+            "opt": [max_batch, max_exclude],
+            "max": [max_batch, max_exclude],
+        },
+    }
+
+
+@pytest.mark.parametrize(("k", "exclude_seen"), [(20, True), (6, True), (7, False)])
+def test_cpp_keeps_to_the_profile_like_python(
+    lite_recommend, artifact, synthetic, tmp_path, k, exclude_seen
+):
+    """Batches split at 5 rows and exclusion lists chunked at 12 ids: the same answers as the
+    Python engine keeping to the same profile, and as both without it."""
+    art = _with_profile(artifact, tmp_path, _small_profile(artifact))
+    hists = _histories(synthetic)
+    assert max(map(len, hists)) > 12 and len(hists) > 5
+    ref = lite_export.load(art, engine="onnxruntime", graph="model.onnx").recommend(
+        hists, k=k, exclude_seen=exclude_seen
+    )
+    free = lite_export.load(
+        art, engine="onnxruntime", graph="model.onnx", enforce_profile=False
+    ).recommend(hists, k=k, exclude_seen=exclude_seen)
+    assert ref.ids == free.ids
+    args = [art, "--histories", _write_jsonl(tmp_path / "h.jsonl", hists), "-k", k, "--json"]
+    args += ["--graph", "model.onnx"] + ([] if exclude_seen else ["--include-seen"])
+    proc = _run(lite_recommend, *args)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["profile"] == {"source": "manifest.json", **_small_profile(artifact)}
+    rows = out["results"]
+    assert [r["ids"] for r in rows] == ref.ids
+    assert [r["indices"] for r in rows] == ref.indices.tolist()
+    scores = np.array([r["scores"] for r in rows], dtype=np.float32)
+    np.testing.assert_allclose(scores, ref.scores, rtol=0, atol=SCORE_ATOL)
+
+
+def test_cpp_chunks_exclusion_like_python_down_to_its_limit(
+    lite_recommend, artifact, synthetic, tmp_path
+):
+    """With room for one excluded id inside the graph, a long history's top-K (k = K) cannot be
+    found: Python and C++ both refuse it with the same message, and answer the short ones."""
+    from lite_export.engines.profile import ProfileError
+
+    art = _with_profile(artifact, tmp_path, _small_profile(artifact, max_exclude=1))
+    long = max(_histories(synthetic), key=len)
+    with pytest.raises(ProfileError) as info:
+        lite_export.load(art, engine="onnxruntime").recommend([long], k=20)
+    proc = _run(lite_recommend, art, ",".join(long), "-k", 20)
+    assert proc.returncode == 1
+    assert str(info.value).split(". Re-export")[0] in proc.stderr
+    short = _histories(synthetic)[:3]
+    ref = lite_export.load(art, engine="onnxruntime").recommend(short, k=3)
+    proc = _run(lite_recommend, art, *(",".join(h) for h in short), "-k", 3, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["ids"] for r in json.loads(proc.stdout)["results"]] == ref.ids
+
+
+def test_cpp_profile_errors_and_artifacts_without_one(
+    lite_recommend, artifact, synthetic, tmp_path
+):
+    hists = _histories(synthetic)
+    long = max(hists, key=len)
+    # a profile for histories shorter than the model reads (a plan built too small)
+    small = _small_profile(artifact)
+    small["item_ids"]["max"][1] = small["item_ids"]["opt"][1] = 3
+    art = _with_profile(artifact, tmp_path / "a", small)
+    proc = _run(lite_recommend, art, ",".join(long))
+    assert proc.returncode == 1
+    assert "input item_ids of shape [1, " in proc.stderr and "max [5, 3]" in proc.stderr
+    assert "--max-shape" in proc.stderr
+    # a malformed profile is named
+    bad = _small_profile(artifact)
+    bad["exclude_ids"]["max"] = [5]
+    proc = _run(lite_recommend, _with_profile(artifact, tmp_path / "b", bad), long[0])
+    assert proc.returncode == 1 and "profile.exclude_ids.max must be two positive" in proc.stderr
+    # no profile at all (an older artifact): answers as before
+    old = _with_profile(artifact, tmp_path / "c", None)
+    ref = lite_export.load(artifact, engine="onnxruntime").recommend([long], k=5)
+    proc = _run(lite_recommend, old, ",".join(long), "-k", 5, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["profile"] is None and out["results"][0]["ids"] == ref.ids[0]

@@ -2,23 +2,19 @@
 
 The config tests parse every ``config.pbtxt`` with Triton's own model-config protobuf (from
 ``tritonclient``). The model.py tests run the python-backend model in this process with a small
-stand-in for ``triton_python_backend_utils``. The ``slow`` server test starts the real
+stand-in for ``triton_python_backend_utils``. The ``slow`` server test uses the session's real
 ``tritonserver`` 2.51 that ``nvidia-pytriton==0.7.0`` bundles (python backend only, CPU), from the
-separate virtual environment named by ``LITE_TRITON_VENV`` (it needs numpy<2; `.ci/run` makes it).
+separate virtual environment named by ``LITE_TRITON_VENV`` (it needs numpy<2; `.ci/run` makes it):
+the ``triton_server`` fixture of tests/conftest.py, shared with tests/serving.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -155,13 +151,65 @@ def test_tensorrt_accelerator_block_and_gpu_kind(artifact: Path, tmp_path: Path)
     cfg = _parse(repo / "rec_onnx" / "config.pbtxt")
     (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel.name == "tensorrt"
-    assert dict(accel.parameters) == {"precision_mode": "FP16"}
+    assert dict(accel.parameters)["precision_mode"] == "FP16"
     kinds = pytest.importorskip("tritonclient.grpc.model_config_pb2").ModelInstanceGroup
     assert cfg.instance_group[0].kind == kinds.KIND_GPU
     # the python model on a GPU instance ranks with the fused kernel (ranker "auto")
     py = _parse(repo / "rec" / "config.pbtxt")
     assert py.instance_group[0].kind == kinds.KIND_GPU
     assert py.parameters["ranker"].string_value == "auto"
+
+
+def test_tensorrt_accelerator_has_the_artifacts_profile_and_an_engine_cache(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """One TensorRT engine per instance for the whole profile, kept across restarts: without
+    profile shapes ONNX Runtime rebuilds an engine for every new input width."""
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    prof = manifest["profile"]
+    items, excl = prof["item_ids"], prof["exclude_ids"]
+    repo = write_model_repository(
+        artifact, tmp_path / "repo", tensorrt_accelerator=True, kind="KIND_GPU", max_batch_size=32
+    )
+    (accel,) = _parse(
+        repo / "lite_onnx" / "config.pbtxt"
+    ).optimization.execution_accelerators.gpu_execution_accelerator
+    params = dict(accel.parameters)
+    assert params == {
+        "precision_mode": "FP16",
+        "trt_profile_min_shapes": (f"item_ids:1x{items['min'][1]},exclude_ids:1x{excl['min'][1]}"),
+        "trt_profile_opt_shapes": (
+            f"item_ids:16x{items['opt'][1]},exclude_ids:16x{excl['opt'][1]}"
+        ),
+        # the batch up to Triton's max_batch_size; widths up to the artifact's profile
+        "trt_profile_max_shapes": (
+            f"item_ids:32x{items['max'][1]},exclude_ids:32x{excl['max'][1]}"
+        ),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": "/tmp/lite-export-trt-cache",
+    }
+    text = (repo / "lite_onnx" / "config.pbtxt").read_text()
+    assert f"exclude_ids is at most {excl['max'][1]} wide" in text
+    # the CLI's --triton-tensorrt repository says the same, for its max_batch_size (16)
+    (accel,) = _parse(
+        artifact / "triton" / "lite_onnx" / "config.pbtxt"
+    ).optimization.execution_accelerators.gpu_execution_accelerator
+    assert dict(accel.parameters)["trt_profile_max_shapes"] == (
+        f"item_ids:16x{items['max'][1]},exclude_ids:16x{excl['max'][1]}"
+    )
+    repo2 = write_model_repository(
+        artifact,
+        tmp_path / "repo2",
+        tensorrt_accelerator=True,
+        tensorrt_cache_dir="/var/cache/trt",
+    )
+    cfg2 = _parse(repo2 / "lite_onnx" / "config.pbtxt")
+    (accel,) = cfg2.optimization.execution_accelerators.gpu_execution_accelerator
+    assert dict(accel.parameters)["trt_engine_cache_path"] == "/var/cache/trt"
+    with pytest.raises(ValueError, match="absolute path on the Triton server"):
+        write_model_repository(
+            artifact, tmp_path / "r3", tensorrt_accelerator=True, tensorrt_cache_dir="cache"
+        )
 
 
 def test_repository_is_atomic_and_refuses_to_overwrite(artifact: Path, tmp_path: Path) -> None:
@@ -205,6 +253,7 @@ def test_model_py_is_self_contained(artifact: Path, tmp_path: Path) -> None:
         return found
 
     assert imports(tree.body) <= {
+        "contextlib",
         "json",
         "os",
         "numpy",
@@ -386,121 +435,63 @@ def test_model_py_refuses_an_unknown_ranker(
         module.TritonPythonModel().initialize(args)
 
 
+def test_model_py_gpu_instance_uses_its_own_device(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KIND_GPU instance on GPU 1 (Triton's args) puts the encoder session, the head and the
+    fused kernel's current device on GPU 1, not GPU 0; emulated on CPU."""
+    import safetensors.torch
+    import torch
+
+    repo = write_model_repository(artifact, tmp_path / "repo", python_model=True)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_utils())
+    spec = importlib.util.spec_from_file_location("lite_triton_model3", repo / "lite/1/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    set_devices, sessions, moved = [], [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: set_devices.append(torch.device(d)))
+
+    class Head:
+        def to(self, device):
+            moved.append(torch.device(device))
+            return self
+
+    monkeypatch.setattr(
+        safetensors.torch, "load_file", lambda path: {"weight": Head(), "bias": Head()}
+    )
+    ort = module.ort
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+
+    def session(path, so=None, providers=None):
+        sessions.append((Path(path).name, providers))
+        return object()
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    model = module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": json.dumps({"parameters": {"ranker": {"string_value": "auto"}}}),
+            "model_repository": str(repo / "lite"),
+            "model_version": "1",
+            "model_instance_kind": "GPU",
+            "model_instance_device_id": "1",
+            "model_instance_name": "lite_0_1",
+        }
+    )
+    gpu1 = torch.device("cuda:1")
+    assert set_devices == [gpu1]
+    assert model.kernel[3] == gpu1 and moved == [gpu1, gpu1]
+    encoder = dict(sessions)["user_encoder.onnx"]
+    assert encoder == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+
+
 # --------------------------------------------------------------------- the real server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _triton_venv() -> Path:
-    """The venv with nvidia-pytriton==0.7.0 (numpy<2, onnxruntime), or skip saying how to make it."""
-    how = (
-        'python3 -m venv V && V/bin/pip install nvidia-pytriton==0.7.0 "numpy<2" '
-        "onnxruntime==1.32.0 && export LITE_TRITON_VENV=V"
-    )
-    raw = os.environ.get("LITE_TRITON_VENV")
-    if not raw:
-        pytest.skip(f"LITE_TRITON_VENV is not set (a real Triton server needs it): {how}")
-    venv = Path(raw)
-    if not (venv / "bin" / "python").exists():
-        pytest.skip(f"LITE_TRITON_VENV={venv} has no bin/python: {how}")
-    return venv
-
-
-def _venv_info(venv: Path) -> dict:
-    code = (
-        "import json, sys, sysconfig, site, pytriton, os;"
-        "print(json.dumps({'version': f'{sys.version_info[0]}.{sys.version_info[1]}',"
-        "'libdir': sysconfig.get_config_var('LIBDIR'), 'site': site.getsitepackages(),"
-        "'pytriton': os.path.dirname(pytriton.__file__)}))"
-    )
-    res = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60
-    )
-    if res.returncode != 0:
-        pytest.skip(f"LITE_TRITON_VENV={venv} has no usable nvidia-pytriton: {res.stderr[-500:]}")
-    return json.loads(res.stdout)
-
-
-@pytest.fixture
-def triton_server(artifact: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Start pytriton's bundled tritonserver on 127.0.0.1 with the python-backend model."""
-    venv = _triton_venv()
-    info = _venv_info(venv)
-    dist = Path(info["pytriton"]) / "tritonserver"
-    binary = dist / "bin" / "tritonserver"
-    stub = dist / "python_backend_stubs" / info["version"] / "triton_python_backend_stub"
-    if not binary.is_file() or not stub.is_file():
-        pytest.skip(f"{dist} lacks tritonserver or a python {info['version']} backend stub")
-    # pytriton's own layout: the backends dir with the stub for this Python put in python/
-    backends = tmp_path / "backends"
-    shutil.copytree(dist / "backends", backends)
-    (backends / "python" / "triton_python_backend_stub").symlink_to(stub)
-    repo = write_model_repository(artifact, tmp_path / "repo", onnx_model=False, max_batch_size=8)
-    libs = Path(info["pytriton"]).parent / "nvidia_pytriton.libs"
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (info["libdir"], str(libs), env.get("LD_LIBRARY_PATH", "")) if p
-    )
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(info["site"])  # the stub's interpreter finds numpy<2 here
-    ports = [_free_port() for _ in range(3)]
-    log = (tmp_path / "tritonserver.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            f"--model-repository={repo}",
-            f"--backend-directory={backends}",
-            f"--cache-directory={dist / 'caches'}",
-            f"--http-port={ports[0]}",
-            f"--grpc-port={ports[1]}",
-            f"--metrics-port={ports[2]}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--allow-http=true",
-            "--allow-grpc=true",
-            "--allow-metrics=false",
-            "--log-verbose=0",
-            "--exit-timeout-secs=10",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"127.0.0.1:{ports[0]}"
-    try:
-        import tritonclient.http as httpclient
-
-        client = httpclient.InferenceServerClient(url)
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"tritonserver exited ({proc.returncode}):\n"
-                    + (tmp_path / "tritonserver.log").read_text()[-4000:]
-                )
-            try:
-                if client.is_server_ready() and client.is_model_ready("lite"):
-                    break
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "tritonserver not ready within 120 s:\n"
-                    + (tmp_path / "tritonserver.log").read_text()[-4000:]
-                )
-            time.sleep(0.25)
-        client.close()  # open keep-alive connections would hold up the server's shutdown
-        yield url, tmp_path / "tritonserver.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+# the session fixture `triton_server` (tests/conftest.py, tests/triton_fixture.py) serves the
+# session's tiny artifact; tests/serving/test_serve_oip.py compares `lite serve` with it
 
 
 def _infer(client, history: list[str], k: int | None, asynchronous: bool = False):
@@ -522,15 +513,14 @@ def _infer(client, history: list[str], k: int | None, asynchronous: bool = False
 
 
 @pytest.mark.slow
-def test_real_triton_server_matches_the_python_engine(artifact: Path, triton_server) -> None:
+def test_real_triton_server_matches_the_python_engine(triton_server) -> None:
     import tritonclient.http as httpclient
 
     import lite_export
 
-    url, _log = triton_server
-    client = httpclient.InferenceServerClient(url, concurrency=8)
-    hists = _history_ids(artifact)
-    ref = lite_export.load(artifact, engine="onnxruntime").recommend(hists, k=10)
+    client = httpclient.InferenceServerClient(triton_server.url, concurrency=8)
+    hists = _history_ids(triton_server.artifact)
+    ref = lite_export.load(triton_server.artifact, engine="onnxruntime").recommend(hists, k=10)
     try:
         _check_server(client, hists, ref)
     finally:

@@ -458,8 +458,13 @@ def test_gpu_rank_dispatches_cuda_tensors_to_the_kernel(monkeypatch):
     calls = []
     real = tp.topk_projection
     monkeypatch.setattr(tp, "topk_projection", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    scores, ids = kernels.rank(h, W, b, 10)
+    scores, ids = kernels.rank(h, W, b, 10, method="filter")
     assert calls and scores.device.type == "cuda" and ids.device.type == "cuda"
+    # "auto" runs the kernel exactly when the rank table picks one of its paths for the shape
+    calls.clear()
+    kernels.rank(h, W, b, 10)
+    fused = kernels.resolve_method("auto", h, W, 10) in ("filter", "exact")
+    assert bool(calls) == fused
 
 
 @pytest.mark.gpu

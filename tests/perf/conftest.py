@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("aiohttp")
 pytest.importorskip("fastapi")
 
 

@@ -107,7 +107,29 @@ def test_table_json_line_and_notes(bench_run):
         assert any(s.startswith("tensorrt skipped") for s in last["skipped"])
         assert "tensorrt" not in {r["engine"] for r in rows}
     md = (out / "serve.md").read_text()
-    assert md.count("| onnxruntime |") == len(HISTORIES) * (len(BATCHES) + len(CONCURRENCY))
+    # in process, HTTP, and one HTTP-overhead row per history (B=1 and C=1 are in the grid)
+    rows_per_engine = len(HISTORIES) * len(THREADS) * (len(BATCHES) + len(CONCURRENCY) + 1)
+    assert md.count("| onnxruntime |") == rows_per_engine
+    assert "HTTP overhead, one client" in output and "What HTTP adds for one client" in md
+
+
+def test_http_overhead_rows_pair_one_client_with_the_engine_in_process(bench_run):
+    _, _, rows = bench_run
+    inproc = {
+        (r["engine"], r["threads"], r["history"]): r
+        for r in rows
+        if r["mode"] == "inprocess" and r["batch"] == 1
+    }
+    paired = [r for r in rows if "http_overhead_p50_ms" in r]
+    assert len(paired) == len(ENGINES) * len(THREADS) * len(HISTORIES)
+    for r in paired:
+        assert r["mode"] == "http" and r["concurrency"] == 1
+        base = inproc[(r["engine"], r["threads"], r["history"])]
+        assert r["inprocess_p50_ms"] == base["p50_ms"]
+        assert r["http_overhead_p50_ms"] == pytest.approx(r["p50_ms"] - base["p50_ms"], abs=1e-3)
+        assert r["http_overhead_p99_ms"] == pytest.approx(r["p99_ms"] - base["p99_ms"], abs=1e-3)
+        # the servers ran with the defaults: continuous batching
+        assert r["serving"]["batching"] == "continuous" and r["serving"]["max_delay_ms"] == 0
 
 
 @pytest.mark.parametrize("name", ["serve_inprocess.png", "serve_http.png"])

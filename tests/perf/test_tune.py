@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lite_export.cli import app
+from lite_export.perf.tune import TIMED_GAIN, choose
 
 runner = CliRunner()
 
@@ -56,8 +57,8 @@ def test_generous_target_is_met_by_the_best_trial(tuned):
     summary = json.loads((out / "tune.json").read_text())
     trials = json.loads((out / "tune_trials.json").read_text())
     assert summary["met"] is True and "chosen:" in output
-    # stage 1: (onnxruntime, 1 thread) at max_batch 8 (nearest 32), 2 ms (the default);
-    # stage 2 adds max_batch 4; stage 3 adds 0 ms at the better batch: three distinct settings
+    # stage 1: (onnxruntime, 1 thread) at max_batch 8 (nearest 32), continuous (the default);
+    # stage 2 adds max_batch 4; stage 3 adds a 2 ms wait at the better batch: three settings
     keys = [tuple(sorted(t["settings"].items())) for t in trials]
     assert len(trials) == 3 == len(set(keys))
     assert [t["stage"] for t in trials] == ["engine x threads", "max_batch", "max_delay_ms"]
@@ -68,22 +69,77 @@ def test_generous_target_is_met_by_the_best_trial(tuned):
         for step in t["steps"]:
             assert step["ok"] == step["sent"] > 0
             assert 0 < step["p50_ms"] <= step["p95_ms"] <= step["p99_ms"] <= 5000
-    # the best three were measured again with their final settings; the best of those won
+    # the best three were measured again with their final settings, and the best of each
+    # batching mode (here among them); the best of those won (a timed wait only by TIMED_GAIN)
     confirmed = [t for t in trials if t.get("confirm_runs")]
     assert len(confirmed) == 3
     top3 = sorted(trials, key=lambda t: -t["throughput_rps"])[:3]
     assert {t["trial"] for t in confirmed} == {t["trial"] for t in top3}
+    assert {t["settings"]["max_delay_ms"] > 0 for t in confirmed} == {True, False}
     chosen = summary["chosen"]
     confirm = chosen["confirm"]
     assert confirm["met"] and confirm["p99_ms"] <= 5000 and confirm["ok"] == confirm["sent"]
-    best = max(
-        (r for t in confirmed for r in t["confirm_runs"] if r["met"]),
-        key=lambda r: r["throughput_rps"],
-    )
-    assert confirm == best and chosen["trial"] == best["trial"]
+    best = {
+        timed: max(
+            (
+                r
+                for t in confirmed
+                for r in t["confirm_runs"]
+                if r["met"] and (t["settings"]["max_delay_ms"] > 0) is timed
+            ),
+            key=lambda r: r["throughput_rps"],
+        )
+        for timed in (False, True)
+    }
+    wait_pays = best[True]["throughput_rps"] >= TIMED_GAIN * best[False]["throughput_rps"]
+    assert confirm == best[wait_pays] and chosen["trial"] == best[wait_pays]["trial"]
     won = next(t for t in trials if t["trial"] == chosen["trial"])
     for key in ("engine", "threads", "max_batch", "max_delay_ms"):
         assert chosen["settings"][key] == won["settings"][key]
+
+
+def test_continuous_batching_and_a_timed_wait_are_both_measured_and_one_chosen(tuned):
+    out, output = tuned
+    summary = json.loads((out / "tune.json").read_text())
+    batching, chosen = summary["batching"], summary["chosen"]
+    mode = "timed" if chosen["settings"]["max_delay_ms"] > 0 else "continuous"
+    assert batching["chosen"] == mode
+    for name, wait in (("continuous", False), ("timed", True)):
+        best = batching[name]
+        assert best["met"] and best["measured"] == "confirmed", best
+        assert (best["settings"]["max_delay_ms"] > 0) is wait
+        assert best["throughput_rps"] > 0 and best["p99_ms"] <= 5000
+    # the chosen mode is continuous unless a timed wait served TIMED_GAIN x more
+    assert batching[mode]["throughput_rps"] == chosen["confirm"]["throughput_rps"]
+    gain = batching["timed"]["throughput_rps"] / batching["continuous"]["throughput_rps"]
+    assert mode == ("timed" if gain >= TIMED_GAIN else "continuous")
+    # and the output says which and why: serve.json, tune.json and the printed message
+    serve = json.loads((out / "serve.json").read_text())
+    assert serve["_batching"] == batching["why"] and batching["why"].startswith(mode)
+    assert f"batching: {batching['why']}" in summary["message"]
+    assert f"batching: {mode}" in " ".join(output.split())
+
+
+def _confirmed(rps: float, p99: float, delay: float, trial: int) -> tuple:
+    settings = {"engine": "onnxruntime", "threads": 1, "max_batch": 8, "max_delay_ms": delay}
+    run = {"throughput_rps": rps, "p99_ms": p99}
+    return (rps, -p99, {"trial": trial, "settings": settings}, settings, run)
+
+
+@pytest.mark.parametrize(
+    "timed_rps,expected",
+    [(1000.0, "continuous"), (1040.0, "continuous"), (1060.0, "timed"), (900.0, "continuous")],
+)
+def test_a_timed_wait_is_chosen_only_when_it_pays(timed_rps, expected):
+    cont, timed = _confirmed(1000.0, 9.0, 0.0, 1), _confirmed(timed_rps, 12.0, 2.0, 2)
+    (*_, run), why = choose([timed, cont])
+    assert why.startswith(expected) and run["throughput_rps"] == (
+        timed_rps if expected == "timed" else 1000.0
+    )
+    assert "max_delay_ms 2" in why  # names the other mode's best
+    # one mode alone: that one, saying the other was not confirmed
+    assert choose([timed])[1].startswith("timed") and "no continuous" in choose([timed])[1]
+    assert choose([cont])[1].startswith("continuous") and "no timed" in choose([cont])[1]
 
 
 def test_printed_table_shows_the_confirmation_runs_that_decided(tuned):
@@ -103,7 +159,7 @@ def test_printed_table_shows_the_confirmation_runs_that_decided(tuned):
             s["engine"],
             str(s["threads"]),
             str(s["max_batch"]),
-            f"{s['max_delay_ms']:g}",
+            f"{s['max_delay_ms']:g}" if s["max_delay_ms"] > 0 else "0 (cont.)",
         ], row
         assert cells[6] == str(run["concurrency"])
         assert cells[7] == f"{run['throughput_rps']:,.0f}"

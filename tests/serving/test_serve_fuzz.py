@@ -34,7 +34,8 @@ def test_no_generated_request_gets_a_server_error(server, tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
-    assert "Tested: 8" in out, out[-3000:]  # every operation, /admin/reload included
+    # every operation, /admin/reload and the Open Inference Protocol's included
+    assert "Tested: 14" in out, out[-3000:]
     assert " passed" in out and "failed" not in out.split("SUMMARY")[-1], out[-3000:]
     with server.client() as c:
         assert c.get("/readyz").status_code == 200

@@ -54,6 +54,50 @@ std::int64_t dim(const json& manifest, const fs::path& mf, const char* key) {
   return (*dims)[key].get<std::int64_t>();
 }
 
+// profile.<name>.<which> as [batch, width] of positive integers, or ArtifactError.
+void shape_of(const json& range, const fs::path& mf, const std::string& what, std::int64_t out[2]) {
+  if (!range.is_array() || range.size() != 2 || !range[0].is_number_integer() ||
+      !range[1].is_number_integer() || range[0].get<std::int64_t>() < 1 ||
+      range[1].get<std::int64_t>() < 1) {
+    throw ArtifactError(mf.string() + ": profile." + what +
+                        " must be two positive integers [BATCH, WIDTH]; re-run `lite export`");
+  }
+  out[0] = range[0].get<std::int64_t>();
+  out[1] = range[1].get<std::int64_t>();
+}
+
+// The manifest's "profile" (lite_export.engines.profile.InputProfile.from_manifest).
+std::optional<InputProfile> parse_profile(const json& manifest, const fs::path& mf) {
+  const auto it = manifest.find("profile");
+  if (it == manifest.end() || it->is_null()) return std::nullopt;
+  InputProfile p;
+  for (const char* name : {"item_ids", "exclude_ids"}) {
+    if (!it->is_object() || !it->contains(name) || !(*it)[name].is_object()) {
+      throw ArtifactError(mf.string() + ": profile must hold item_ids and exclude_ids; re-run "
+                          "`lite export`");
+    }
+    ShapeRange& r = std::string(name) == "item_ids" ? p.item_ids : p.exclude_ids;
+    const json& entry = (*it)[name];
+    for (const char* which : {"min", "opt", "max"}) {
+      if (!entry.contains(which)) {
+        throw ArtifactError(mf.string() + ": profile." + name + " lacks " + which +
+                            "; re-run `lite export`");
+      }
+      std::int64_t* out = std::string(which) == "min"   ? r.min
+                          : std::string(which) == "opt" ? r.opt
+                                                        : r.max;
+      shape_of(entry[which], mf, std::string(name) + "." + which, out);
+    }
+    for (int d = 0; d < 2; ++d) {
+      if (!(r.min[d] <= r.opt[d] && r.opt[d] <= r.max[d])) {
+        throw ArtifactError(mf.string() + ": profile." + name + " is not min <= opt <= max (" +
+                            r.str() + "); re-run `lite export`");
+      }
+    }
+  }
+  return p;
+}
+
 std::string item_id_of(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_number_integer()) return std::to_string(v.get<std::int64_t>());
@@ -91,6 +135,13 @@ std::vector<Item> read_items(const fs::path& path) {
 }
 
 }  // namespace
+
+std::string ShapeRange::str() const {
+  auto pair = [](const std::int64_t d[2]) {
+    return "[" + std::to_string(d[0]) + ", " + std::to_string(d[1]) + "]";
+  };
+  return "min " + pair(min) + ", opt " + pair(opt) + ", max " + pair(max);
+}
 
 UnknownItemError::UnknownItemError(std::vector<std::string> unknown, std::size_t num_items)
     : Error(unknown_message(unknown, num_items)), unknown_(std::move(unknown)) {}
@@ -134,6 +185,7 @@ struct Manifest {
   std::string lite_export_version, precision;
   std::int64_t num_items = 0, max_history = 0, k = 0, pad_id = 0;
   std::map<std::string, FileEntry> files;
+  std::optional<InputProfile> profile;
 };
 
 Manifest parse_manifest(const json& manifest, const fs::path& dir, const fs::path& mf) {
@@ -162,6 +214,7 @@ Manifest parse_manifest(const json& manifest, const fs::path& dir, const fs::pat
                         " differs from dims.num_items " + std::to_string(m.num_items) +
                         " (format 1 pads with num_items); re-run `lite export`");
   }
+  m.profile = parse_profile(manifest, mf);
   if (auto d = manifest.find("dtypes"); d != manifest.end() && d->is_object()) {
     m.precision = d->value("compute", std::string());
   }
@@ -234,6 +287,7 @@ Artifact Artifact::open(const fs::path& dir, bool verify) {
   art.format_version_ = m.format_version;
   art.precision_ = m.precision;
   art.lite_export_version_ = m.lite_export_version;
+  art.profile_ = m.profile;
 
   const fs::path items_path = dir / "items.jsonl";
   art.items_ = read_items(items_path);

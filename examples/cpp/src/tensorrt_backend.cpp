@@ -1,7 +1,12 @@
 // The TensorRT backend: model.plan (from `lite export --format tensorrt`) with the TensorRT C++
 // runtime, like lite_export/engines/tensorrt_engine.py. Compiled only when CMake finds TensorRT
-// and the CUDA runtime (LITE_WITH_TENSORRT); written for TensorRT 10 (named I/O tensors,
-// setInputShape / setTensorAddress / enqueueV3, int64 tensors, objects freed with delete).
+// and the CUDA runtime (LITE_WITH_TENSORRT); written for TensorRT 10 and 11 (named I/O tensors,
+// setInputShape / setTensorAddress / enqueueV3, int64 tensors, objects freed with delete). None
+// of these is on TensorRT 11.x's list of removed C++ APIs:
+// https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-c-api-reference.html
+// The plan's optimisation profile (ICudaEngine::getProfileShape(name, 0, kMIN/kOPT/kMAX)) is what
+// Recommender keeps every call inside (run_in_profile); IExecutionContext::setInputShape returns
+// false for a shape outside it, reported with the input, its shape and the profile.
 #include "lite/recommender.hpp"
 
 #ifdef LITE_WITH_TENSORRT
@@ -13,6 +18,8 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
+#include <utility>
 
 #if NV_TENSORRT_MAJOR < 10
 #error "the TensorRT backend needs TensorRT 10 or newer (enqueueV3, int64 I/O tensors)"
@@ -97,6 +104,26 @@ class TensorRtBackend final : public Backend {
     }
     context_.reset(engine_->createExecutionContext());
     if (!context_) throw EngineError("TensorRT could not create an execution context");
+    InputProfile p;
+    p.source = "model.plan";
+    bool ok = true;
+    for (const char* name : {"item_ids", "exclude_ids"}) {
+      ShapeRange& r = std::string(name) == "item_ids" ? p.item_ids : p.exclude_ids;
+      const nvinfer1::OptProfileSelector sel[3] = {nvinfer1::OptProfileSelector::kMIN,
+                                                   nvinfer1::OptProfileSelector::kOPT,
+                                                   nvinfer1::OptProfileSelector::kMAX};
+      std::int64_t* out[3] = {r.min, r.opt, r.max};
+      for (int w = 0; w < 3; ++w) {
+        const nvinfer1::Dims d = engine_->getProfileShape(name, 0, sel[w]);
+        if (d.nbDims != 2 || d.d[0] < 1 || d.d[1] < 1) {
+          ok = false;
+          continue;
+        }
+        out[w][0] = d.d[0];
+        out[w][1] = d.d[1];
+      }
+    }
+    if (ok) profile_ = p;
     check_cuda(cudaStreamCreate(&stream_), "cudaStreamCreate");
   }
 
@@ -105,6 +132,8 @@ class TensorRtBackend final : public Backend {
   }
 
   std::string name() const override { return "tensorrt"; }
+
+  std::optional<InputProfile> profile() const override { return profile_; }
 
   std::string describe() const override {
     return "tensorrt " + std::to_string(NV_TENSORRT_MAJOR) + "." +
@@ -119,13 +148,18 @@ class TensorRtBackend final : public Backend {
     ids_dims.d[1] = in.history;
     nvinfer1::Dims exc_dims = ids_dims;
     exc_dims.d[1] = in.exclude;
-    if (!context_->setInputShape("item_ids", ids_dims) ||
-        !context_->setInputShape("exclude_ids", exc_dims)) {
-      throw EngineError("TensorRT rejected input shapes [" + std::to_string(in.batch) + ", " +
-                        std::to_string(in.history) + "] / [" + std::to_string(in.batch) + ", " +
-                        std::to_string(in.exclude) +
-                        "]: outside the plan's optimisation profile (see `lite export "
-                        "--min-shape/--max-shape`)");
+    using Named = std::pair<const char*, nvinfer1::Dims>;
+    for (const auto& [name, dims] : {Named{"item_ids", ids_dims}, Named{"exclude_ids", exc_dims}}) {
+      if (!context_->setInputShape(name, dims)) {
+        const bool items = std::string(name) == "item_ids";
+        const std::string allowed =
+            profile_ ? (items ? profile_->item_ids : profile_->exclude_ids).str() : "unknown";
+        throw ProfileError(std::string("TensorRT refused input ") + name + " of shape [" +
+                           std::to_string(dims.d[0]) + ", " + std::to_string(dims.d[1]) +
+                           "]: the optimisation profile of model.plan allows " + allowed +
+                           ". Rebuild the plan with `lite export --format tensorrt --max-shape "
+                           "BATCH,HISTORY --max-exclude H --force` to cover it");
+      }
     }
     const nvinfer1::Dims out_dims = context_->getTensorShape("scores");
     if (out_dims.nbDims != 2 || out_dims.d[0] != in.batch || out_dims.d[1] < 1) {
@@ -173,6 +207,7 @@ class TensorRtBackend final : public Backend {
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
   std::unique_ptr<nvinfer1::IExecutionContext> context_;
   cudaStream_t stream_ = nullptr;
+  std::optional<InputProfile> profile_;
   DeviceBuffer ids_, exc_, scores_, indices_;
 };
 

@@ -248,10 +248,22 @@ void print_results(const lite::Recommender& rec, const Args& a,
                          {"indices", r.indices},
                          {"fallback", r.fallback}});
     }
+    json profile = nullptr;  // the shapes every model call kept to (none: an older artifact)
+    if (const auto& p = rec.profile()) {
+      auto range = [](const lite::ShapeRange& r) {
+        return json{{"min", {r.min[0], r.min[1]}},
+                    {"opt", {r.opt[0], r.opt[1]}},
+                    {"max", {r.max[0], r.max[1]}}};
+      };
+      profile = {{"source", p->source},
+                 {"item_ids", range(p->item_ids)},
+                 {"exclude_ids", range(p->exclude_ids)}};
+    }
     const json j = {{"artifact", a.artifact},
                     {"engine", rec.backend().describe()},
                     {"k", a.k},
                     {"exclude_seen", a.exclude_seen},
+                    {"profile", profile},
                     {"results", results}};
     std::cout << j.dump() << '\n';
     return;

@@ -6,9 +6,11 @@
 // size and sha256 of every file it lists before anything runs, like `lite_export.load` does.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -40,6 +42,13 @@ class EngineError : public Error {
   using Error::Error;
 };
 
+// An input shape outside the artifact's input profile that cannot be fitted into it (a plan built
+// for shorter histories, or a history whose exclusion cannot be chunked); says what to re-export.
+class ProfileError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Histories name item ids that items.jsonl does not contain; unknown() lists them all.
 class UnknownItemError : public Error {
  public:
@@ -58,6 +67,24 @@ struct Item {
   std::string id;          // external id, as the user's data names it
   std::string title;
   std::int64_t popularity = 0;  // training interactions; orders the empty-history fallback
+};
+
+// min / opt / max [batch, width] of one rank-2 graph input.
+struct ShapeRange {
+  std::int64_t min[2] = {1, 1}, opt[2] = {1, 1}, max[2] = {1, 1};
+  bool contains(std::int64_t batch, std::int64_t width) const {
+    return min[0] <= batch && batch <= max[0] && min[1] <= width && width <= max[1];
+  }
+  std::string str() const;  // "min [1, 1], opt [16, 50], max [256, 50]"
+};
+
+// The shapes the ranking graph accepts (manifest.json "profile", or a TensorRT plan's own), like
+// lite_export.engines.profile.InputProfile; source names where it was read.
+struct InputProfile {
+  ShapeRange item_ids, exclude_ids;
+  std::string source = "manifest.json";
+  std::int64_t max_batch() const { return std::min(item_ids.max[0], exclude_ids.max[0]); }
+  std::int64_t min_batch() const { return std::max(item_ids.min[0], exclude_ids.min[0]); }
 };
 
 // One file listed in the manifest.
@@ -88,6 +115,8 @@ class Artifact {
   const std::string& precision() const noexcept { return precision_; }
   const std::string& lite_export_version() const noexcept { return lite_export_version_; }
   const std::vector<Item>& items() const noexcept { return items_; }
+  // The input profile manifest.json records (absent for artifacts exported before it was).
+  const std::optional<InputProfile>& profile() const noexcept { return profile_; }
 
   // Internal indices of one history's external ids; UnknownItemError names every unknown id.
   std::vector<std::int64_t> indices(const std::vector<std::string>& external_ids) const;
@@ -104,6 +133,7 @@ class Artifact {
   int format_version_ = 0;
   std::string precision_, lite_export_version_;
   std::vector<Item> items_;
+  std::optional<InputProfile> profile_;
   std::unordered_map<std::string, std::int64_t> index_;
   std::vector<std::int64_t> popular_order_;
 };

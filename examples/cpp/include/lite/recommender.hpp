@@ -7,7 +7,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,9 @@ struct Options {
   std::string graph;  // ONNX Runtime: "" = model.ort.onnx if present, else model.onnx
   int threads = 0;                     // ONNX Runtime intra-op threads; 0 = its default
   bool verify = true;                  // check every file's sha256 before loading
+  // keep every model call inside the input profile (the TensorRT plan's, else manifest.json's):
+  // large batches split, long exclusion lists chunked with identical answers
+  bool enforce_profile = true;
 };
 
 // A runtime that maps ModelInputs to scores/indices [batch, K].
@@ -54,7 +59,24 @@ class Backend {
   // scores and indices are resized to [batch, *k_out] (row-major).
   virtual void run(const ModelInputs& in, std::vector<float>& scores,
                    std::vector<std::int64_t>& indices, std::int64_t* k_out) = 0;
+  // The shapes this runtime accepts, when it has its own (a TensorRT plan's profile).
+  virtual std::optional<InputProfile> profile() const { return std::nullopt; }
 };
+
+// One model call: ModelInputs -> scores, indices [batch, *k_out].
+using RunFn = std::function<void(const ModelInputs&, std::vector<float>&,
+                                 std::vector<std::int64_t>&, std::int64_t*)>;
+
+// run() over a batch of any size and exclusion width with every call inside profile, exactly as
+// lite_export.engines.profile.run_in_profile: batches above the profile split, below it padded
+// with rows of pads; widths below the minimum left-padded; an exclusion wider than exclude_ids'
+// maximum chunked (the distinct ids, most recent first, excluded in the graph, the rest masked
+// from its top-K, rerun with the high-ranking ones moved in while fewer than k remain).
+// scores / indices get [in.batch, k]. Throws ProfileError for item_ids wider than the profile
+// and for a history whose exclusion cannot be chunked.
+void run_in_profile(const RunFn& run, const ModelInputs& in, int k, const InputProfile& profile,
+                    std::int64_t pad_id, std::vector<float>& scores,
+                    std::vector<std::int64_t>& indices);
 
 std::unique_ptr<Backend> make_onnxruntime_backend(const Artifact& art, const Options& opt);
 std::unique_ptr<Backend> make_tensorrt_backend(const Artifact& art, const Options& opt);
@@ -73,6 +95,9 @@ class Recommender {
 
   const Artifact& artifact() const noexcept { return artifact_; }
   const Backend& backend() const noexcept { return *backend_; }
+  // The profile recommend() keeps to: the backend's own, else the artifact's; none for an
+  // artifact exported before profiles were recorded (or with enforce_profile off).
+  const std::optional<InputProfile>& profile() const noexcept { return profile_; }
   // Milliseconds spent inside the runtime by the last recommend() (the rest is id mapping,
   // input building and assembling the answer).
   double last_model_ms() const noexcept { return last_model_ms_; }
@@ -81,6 +106,7 @@ class Recommender {
   Artifact artifact_;
   Options options_;
   std::unique_ptr<Backend> backend_;
+  std::optional<InputProfile> profile_;
   double last_model_ms_ = 0.0;
 };
 
