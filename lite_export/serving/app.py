@@ -686,7 +686,9 @@ class _Guard:
             fast = FAST_ROUTES.get(scope["path"]) if scope["method"] == "POST" else None
             if fast is not None:
                 messages, body = await _read_body(receive, limit)
-                if body is not None and await self._answer(fast[1], headers, body, send_counted):
+                if body is not None and await self._answer(
+                    fast[1], headers, body, send_counted, start
+                ):
                     label = fast[0]
                     return
                 source = _replay(messages, receive)
@@ -714,7 +716,7 @@ class _Guard:
             children[0].inc()
             children[1].observe(time.perf_counter() - start)
 
-    async def _answer(self, protocol: str, headers: dict, body: bytes, send) -> bool:
+    async def _answer(self, protocol: str, headers: dict, body: bytes, send, start=0.0) -> bool:
         """Answer a fast-path request; False (nothing sent) to leave it to the FastAPI route."""
         state = self.state
         key = state.settings.api_key
@@ -757,7 +759,8 @@ class _Guard:
             log.exception("lite serve: internal error on POST /v1/recommend")
             await _send(send, 500, [JSON_TYPE], _dumps({"detail": _internal_detail(exc)}))
             return True
-        timing = f"total;dur={(time.perf_counter() - t0) * 1000:.2f}".encode()
+        t1 = time.perf_counter()
+        timing = f"total;dur={(t1 - t0) * 1000:.2f}, app;dur={(t1 - start) * 1000:.2f}".encode()
         await _send(send, 200, [JSON_TYPE, (b"server-timing", timing)], payload)
         return True
 

@@ -107,7 +107,7 @@ class ModelHandle:
                 kind="validation",
             )
         warnings: list[str] = []
-        unknown = [h for h in history if h not in self.catalog]
+        unknown = self.catalog.unknown(history)
         dropped: list[str] = []
         if unknown:
             dropped = list(dict.fromkeys(unknown))

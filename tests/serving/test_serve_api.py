@@ -61,7 +61,8 @@ def test_recommend_matches_the_engine(client, engine, item_ids):
         assert body["fallback"] is (not hist)
         assert body["truncated"] is (len(hist) > 50)
         assert body["dropped"] == []
-        assert "Server-Timing" in r.headers
+        timing = dict(m.strip().split(";dur=") for m in r.headers["Server-Timing"].split(","))
+        assert 0 < float(timing["total"]) <= float(timing["app"])
     long = client.post("/v1/recommend", json={"history": item_ids[100:160], "k": 5}).json()
     assert any("most recent 50" in w for w in long["warnings"])
     # every item of a long history stays excluded, not only the window the model reads
