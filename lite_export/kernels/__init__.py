@@ -9,6 +9,9 @@
 * :func:`rank_torch` -- matmul + ``torch.topk`` with fp32 scores; :func:`rank_cpu` -- the CPU
   path (``reference.py``); :func:`topk_projection_reference` -- the plain torch definition all
   of them are tested against.
+* :func:`quantize_catalog` / :func:`rank_quantized` -- an int8 catalog with per-row scales,
+  ranked with an exact re-rank against the full-precision rows (``quantized.py``, CPU);
+  ``rank(h, W, k=..., catalog=cat)`` runs it.
 * :func:`rank_static` -- one path with no host sync, for capture inside a larger CUDA graph
   (the PyTorch engine's whole-request graphs).
 
@@ -28,6 +31,7 @@ import torch
 
 from lite_export.kernels import dispatch
 from lite_export.kernels.dispatch import device_guard
+from lite_export.kernels.quantized import QuantizedCatalog, quantize_catalog, rank_quantized
 from lite_export.kernels.reference import (
     ExcludeLike,
     _rank_torch,
@@ -47,8 +51,11 @@ __all__ = [
     "check_ranking_inputs",
     "device_guard",
     "normalize_exclude",
+    "QuantizedCatalog",
+    "quantize_catalog",
     "rank",
     "rank_cpu",
+    "rank_quantized",
     "rank_static",
     "rank_torch",
     "resolve_method",
@@ -141,6 +148,7 @@ def rank(
     exclude: ExcludeLike = None,
     *,
     method: str = "auto",
+    catalog: QuantizedCatalog | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items per row of ``h @ W.T + b`` with ``exclude``d items dropped.
 
@@ -151,7 +159,15 @@ def rank(
     summation order. Returns ``(scores [B, k] float32, ids [B, k] int64)`` on ``h``'s device,
     best first. The ``exclude`` format is described in :mod:`lite_export.kernels.reference`.
     Runs under ``torch.cuda.device(h.device)``.
+
+    ``catalog``: a :class:`QuantizedCatalog` (:func:`quantize_catalog`) to score instead of
+    ``W``; then ``W`` is the full-precision table the candidates are re-ranked against exactly
+    (``None``: the quantized scores' top-k, inexact), ``b`` must be ``None`` (the catalog holds
+    the bias) and ``method`` ``"auto"`` or ``"cpu"``. CPU tensors only: on CUDA it raises
+    ``NotImplementedError`` (the GPU path is not built yet). See :func:`rank_quantized`.
     """
+    if catalog is not None:
+        return _rank_catalog(h, W, b, k, exclude, method, catalog)
     path = resolve_method(method, h, W, k, exclude)
     with dispatch.device_guard(h):
         if path == "cpu":
@@ -161,6 +177,30 @@ def rank(
         from lite_export.kernels.fused import topk_projection as fused
 
         return fused(h, W, b, k, exclude, method=path)
+
+
+def _rank_catalog(h, W, b, k, exclude, method, catalog):
+    if not isinstance(catalog, QuantizedCatalog):
+        raise TypeError(
+            f"catalog must be a QuantizedCatalog (quantize_catalog(W, b)), got "
+            f"{type(catalog).__name__}"
+        )
+    if b is not None:
+        raise ValueError(
+            "pass b=None with catalog=: the catalog holds the bias (quantize_catalog(W, b))"
+        )
+    if method not in ("auto", "cpu"):
+        raise ValueError(
+            f"a quantized catalog is ranked by the CPU path only: method must be 'auto' or "
+            f"'cpu', got {method!r}"
+        )
+    for t in (h, catalog.q):
+        if isinstance(t, torch.Tensor) and t.device.type == "cuda":
+            raise NotImplementedError(
+                "ranking a quantized catalog on CUDA is not built yet (GPU work for later): "
+                "rank on CPU tensors, or pass the full-precision W without catalog="
+            )
+    return rank_quantized(h, catalog, k, exclude, W)
 
 
 def rank_static(
