@@ -50,12 +50,11 @@ from dataclasses import dataclass, field
 import torch
 
 from lite_export.kernels.reference import (
-    CPU_GROUP,
     ExcludeLike,
-    _auto_chunk,
     _exclude_pairs,
     _select_chunk,
     check_ranking_inputs,
+    chunk_plan,
     normalize_exclude,
 )
 
@@ -344,13 +343,7 @@ def rank_quantized(
     dev = h.device
     if B == 0:
         return torch.empty((0, k), device=dev), torch.empty((0, k), dtype=torch.int64, device=dev)
-    group = CPU_GROUP if group is None else int(group)
-    if group < 1:
-        raise ValueError(f"group must be >= 1 item, got {group}")
-    chunk = _auto_chunk(B, N) if chunk_items is None else int(chunk_items)
-    if chunk < 1:
-        raise ValueError(f"chunk_items must be >= 1 item, got {chunk_items}")
-    chunk = min(N, -(-max(chunk, k) // group) * group)  # first chunk holds k items
+    group, chunk = chunk_plan(B, N, k, chunk_items, group)
 
     hf = h.float()
     hT = hf.T.contiguous()  # [d, B]

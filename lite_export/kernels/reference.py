@@ -350,6 +350,18 @@ def _auto_chunk(B: int, N: int) -> int:
     return min(N, items)
 
 
+def chunk_plan(B: int, N: int, k: int, chunk_items, group) -> tuple[int, int]:
+    """(items per block, items per chunk) of the chunked CPU paths, checked: the first chunk
+    holds k items and chunks start on block boundaries (``bias_block_max``)."""
+    group = CPU_GROUP if group is None else int(group)
+    if group < 1:
+        raise ValueError(f"group must be >= 1 item, got {group}")
+    chunk = _auto_chunk(B, N) if chunk_items is None else int(chunk_items)
+    if chunk < 1:
+        raise ValueError(f"chunk_items must be >= 1 item, got {chunk_items}")
+    return group, min(N, -(-max(chunk, k) // group) * group)
+
+
 def _select_chunk(s: torch.Tensor, k: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k per column of one items-major score block ``s [n, B]``: (values [B, k'], rows [B, k']).
 
@@ -476,14 +488,7 @@ def rank_cpu(
     dev = h.device
     if B == 0:
         return torch.empty((0, k), device=dev), torch.empty((0, k), dtype=torch.int64, device=dev)
-    group = CPU_GROUP if group is None else int(group)
-    if group < 1:
-        raise ValueError(f"group must be >= 1 item, got {group}")
-    chunk = _auto_chunk(B, N) if chunk_items is None else int(chunk_items)
-    if chunk < 1:
-        raise ValueError(f"chunk_items must be >= 1 item, got {chunk_items}")
-    # The first chunk must hold k items; chunks start on group boundaries (bias_block_max).
-    chunk = min(N, -(-max(chunk, k) // group) * group)
+    group, chunk = chunk_plan(B, N, k, chunk_items, group)
     hT = h.float().T.contiguous()  # [d, B]
     pairs = _exclude_pairs(normalize_exclude(exclude, B, N, dev))
     if pairs is not None:
