@@ -269,6 +269,12 @@ def _mask_excluded(s: torch.Tensor, ex: torch.Tensor | None, lo: int) -> None:
     s.scatter_(1, idx, val.expand(idx.shape))
 
 
+def merge_topk(vals: list[torch.Tensor], ids: list[torch.Tensor], k: int):
+    """The top-``k`` of per-chunk top-k lists (``vals`` / ``ids``, each ``[B, k_i]``)."""
+    v, j = torch.topk(torch.cat(vals, dim=1), k, dim=1)
+    return v, torch.gather(torch.cat(ids, dim=1), 1, j)
+
+
 def _rank_torch(
     h: torch.Tensor,
     W: torch.Tensor,
@@ -298,8 +304,7 @@ def _rank_torch(
         v, i = torch.topk(s, min(k, hi - lo), dim=1)
         vals.append(v)
         ids.append(i + lo)
-    v, j = torch.topk(torch.cat(vals, dim=1), k, dim=1)
-    return v, torch.gather(torch.cat(ids, dim=1), 1, j)
+    return merge_topk(vals, ids, k)
 
 
 def rank_torch(
@@ -445,9 +450,7 @@ def _merge_above_threshold(
         parts_i.append((torch.arange(n_full, n, device=s.device) + lo).expand(B, n - n_full))
     if len(parts_v) == 1:
         return best_v, best_i
-    vals = torch.cat(parts_v, dim=1)
-    top, j = torch.topk(vals, k, dim=1)
-    return top, torch.gather(torch.cat(parts_i, dim=1), 1, j)
+    return merge_topk(parts_v, parts_i, k)
 
 
 def rank_cpu(
