@@ -13,12 +13,21 @@ follow. Providers, all computing ``top-k(h @ W.T + b)`` in fp32 on the same inpu
 * ``onnxruntime`` -- a MatMul + Add + TopK graph with W^T and b as initializers (the SPEC's
   83 ms point), intra-op threads = torch's thread count.
 * ``faiss`` -- ``IndexFlatIP`` over ``[W | b]`` searched with ``[h | 1]`` (bias as an extra dim).
-* ``rank_cpu-int8`` -- ``lite_export.kernels.rank_quantized`` on ``quantize_catalog(W, b)`` (int8
-  rows, per-row scales; quantized outside the timing) with the exact re-rank against ``W``: the
-  same top-k as ``rank_cpu``, reading a quarter of the table's bytes in the scoring pass. Its
-  row has ``dtype`` ``int8``; every row carries ``table_bytes`` (the table its scoring pass reads:
-  ``W`` and ``b`` in fp32, or ``q``, the scales and ``b``) and ``speedup_vs_rank_cpu``. The
-  int8 path still reads the candidates' rows of ``W``; the memory saving needs ``W`` off RAM.
+* ``rank_cpu-int8`` / ``rank_cpu-fp8`` -- ``lite_export.kernels.rank_quantized`` on
+  ``quantize_catalog(W, b, "int8" | "fp8")`` (per-row scales; quantized outside the timing) with
+  the exact re-rank against ``W``: the same top-k as ``rank_cpu``, reading a quarter of the
+  table's bytes in the scoring pass.
+* ``onnxruntime-int8`` -- the int8 ranking head that ``lite export --catalog-precision int8``
+  puts in model.onnx (``lite_export.exporters.quantized_graph``: integer-matmul bounds from a
+  7-bit copy of ``W``, exact fp32 re-rank of ``M`` candidates, full-precision rescue of rows the
+  bound cannot settle), after ONNX Runtime's fusions; ``M`` is calibrated on 64 other random
+  queries, as the export does on probe users. Its row also has ``candidates`` and
+  ``settled_fraction`` (rows the integer pass settled; the others ran the rescue).
+
+Every row carries ``dtype``, ``table_bytes`` (the table its scoring pass reads: ``W`` and ``b`` in
+fp32, or ``q``, the scales and the bias terms) and ``speedup_vs_rank_cpu``. The quantized paths
+still read the candidates' rows of ``W``; the memory saving needs ``W`` off RAM
+(``benchmarks/bench_catalog_memory.py`` measures it).
 
 Session/index construction is outside the timing. Providers run in blocks of consecutive calls,
 in ABC..CBA order over several rounds, so slow drifts of the shared machine hit all of them alike
@@ -67,6 +76,63 @@ def make_rank_cpu_int8(h, W, b, k):
     run = lambda: rank_quantized(h, cat, k, W=W)  # noqa: E731
     run.table_bytes = cat.nbytes
     run.dtype = "int8"
+    return run
+
+
+def make_rank_cpu_fp8(h, W, b, k):
+    cat = quantize_catalog(W, b, "fp8")
+    run = lambda: rank_quantized(h, cat, k, W=W)  # noqa: E731
+    run.table_bytes = cat.nbytes
+    run.dtype = "fp8"
+    return run
+
+
+def make_onnxruntime_int8(h, W, b, k):
+    import onnxruntime as ort
+
+    from lite_export.exporters import quantized_graph as QG
+
+    N, d = W.shape
+    tables = QG.head_tables(W, b)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+
+    def session(model):
+        return ort.InferenceSession(
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+        )
+
+    # M from 64 other queries of the same distribution, as the export calibrates on probe users
+    calib = torch.randn(64, d, generator=torch.Generator().manual_seed(12345))
+    kth = rank_cpu(calib, W, b, k)[0][:, -1].numpy()
+
+    class _Feeds:  # the head model takes user vectors where the export's graph takes item ids
+        def __init__(self, sess):
+            self.sess = sess
+
+        def run(self, names, feeds):
+            return self.sess.run(
+                names, {"user_vectors": feeds["item_ids"], "exclude_ids": feeds["exclude_ids"]}
+            )
+
+    debug = _Feeds(session(QG.head_model(tables, k, k, debug=True)))
+    pad = np.full((64, 1), N, dtype=np.int64)
+    M = QG.calibrate_candidates(debug, [calib.numpy()], [pad], [kth], k, N)["candidates"]
+    del debug
+    sess = session(QG.head_model(tables, k, M))
+    feeds = {"user_vectors": h.numpy(), "exclude_ids": np.full((h.shape[0], 1), N, np.int64)}
+
+    def run():
+        v, i, settled = sess.run(None, feeds)
+        run.extra["settled_fraction"] = round(float(settled.mean()), 4)
+        return torch.from_numpy(v), torch.from_numpy(i)
+
+    run.table_bytes = int(tables.qT.nbytes + 4 * 4 * tables.n_pad)  # q, scales, rowb, alpha, gamma
+    run.dtype = "int8"
+    run.extra = {"candidates": M}
     return run
 
 
@@ -149,6 +215,8 @@ PROVIDERS = {
     "onnxruntime": make_onnxruntime,
     "faiss": make_faiss,
     "rank_cpu-int8": make_rank_cpu_int8,
+    "rank_cpu-fp8": make_rank_cpu_fp8,
+    "onnxruntime-int8": make_onnxruntime_int8,
 }
 
 
@@ -210,6 +278,7 @@ def run_point(N, d, B, k, reps, providers, seed=0, rounds=4) -> list[dict]:
             "k": k,
             "dtype": getattr(fn, "dtype", "fp32"),
             "table_bytes": getattr(fn, "table_bytes", (N * d + N) * 4),
+            **getattr(fn, "extra", {}),
         }
         if name in med:
             row.update(

@@ -756,6 +756,7 @@ def _triton_batching(
     epilog="Examples:\n\n"
     "  lite export ckpt --out art\n\n"
     "  lite export ckpt --out art --precision fp16 --k 50 --force\n\n"
+    "  lite export ckpt --out art --catalog-precision int8\n\n"
     "  lite export ckpt --out art --format tensorrt --opt-shape 16,50 --max-shape 256,200\n\n"
     "  lite export ckpt --out art --format triton --triton-max-batch-size 32\n\n"
     "  lite export ckpt --out art --format triton --triton-config tune.json",
@@ -815,6 +816,22 @@ def export_cmd(
             help="Most ids one history excludes inside the graph (exclude_ids width in the "
             "profile); longer lists are chunked with identical results "
             "\\[default: min(4096, catalog size)]."
+        ),
+    ] = None,
+    catalog_precision: Annotated[
+        str | None,
+        typer.Option(
+            help="int8|fp8: also store the head as a quantized catalog with per-row scales "
+            "(catalog.safetensors, for the PyTorch engine). int8 also makes model.onnx rank "
+            "with ONNX Runtime's integer matmul and an exact re-rank: the same top-K as the "
+            "fp32 graph, faster on CPUs. Not for --format tensorrt."
+        ),
+    ] = None,
+    catalog_candidates: Annotated[
+        int | None,
+        typer.Option(
+            help="int8 catalog: candidates re-ranked exactly per user; rows the bound cannot "
+            "settle are ranked again in full precision \\[default: calibrated on probe users]."
         ),
     ] = None,
     timing_cache: Annotated[
@@ -950,6 +967,14 @@ def export_cmd(
     }
     if max_exclude is not None and max_exclude < 1:
         _fail(f"--max-exclude must be >= 1 (longer lists are chunked), got {max_exclude}")
+    if catalog_precision is not None and catalog_precision not in ("int8", "fp8"):
+        _fail(f"--catalog-precision must be int8 or fp8, got {catalog_precision!r}")
+    if catalog_precision == "int8" and fmt == "tensorrt":
+        _fail(
+            "--catalog-precision int8 ranks with ONNX Runtime's integer matmul "
+            "(DynamicQuantizeLinear, MatMulInteger), which TensorRT's ONNX parser does not "
+            "support: export --format tensorrt without it, or use --format onnx / triton"
+        )
     _need(ckpt, "checkpoint")  # after the option checks, before torch is imported
     inputs = [ckpt, timing_cache, triton_config]
     _check_out(out, "artifact", force, sources=inputs)
@@ -993,6 +1018,8 @@ def export_cmd(
         external_data_threshold=external_data_threshold,
         optimize=optimize,
         max_exclude=max_exclude,
+        catalog_precision=catalog_precision,
+        catalog_candidates=catalog_candidates,
         **shapes,
     )
     from lite_export.progress import enabled as progress_enabled
@@ -1023,6 +1050,18 @@ def export_cmd(
             f"  TensorRT plan: {path / 'model.plan'} ({manifest['files']['model.plan']['bytes']:,} "
             f"bytes, TensorRT {manifest.get('tensorrt_build', {}).get('tensorrt_version', '?')}); "
             "it runs only on this GPU model and TensorRT version"
+        )
+    cat = manifest.get("catalog")
+    if cat:
+        graph = cat.get("graph")
+        print(
+            f"  {cat['precision']} catalog: {cat['file']} ({cat['table_bytes']:,} bytes; fp32 "
+            f"{cat['fp32_table_bytes']:,})"
+            + (
+                f"; model.onnx re-ranks {graph['candidates']} candidates exactly"
+                if graph
+                else "; the ONNX graphs stay fp32 (ONNX Runtime has no fp8 matmul on CPU)"
+            )
         )
     prof = manifest.get("profile")
     if prof:

@@ -52,6 +52,17 @@ def tiny_artifact(trained, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def int8_artifact(trained, tmp_path_factory):
+    """The tiny checkpoint exported with ``--catalog-precision int8`` (K=20): model.onnx ranks
+    with the integer-matmul head (``lite_export.exporters.quantized_graph``)."""
+    from lite_export.exporters.onnx import ExportOptions, export_artifact
+
+    *_, ckpt = trained
+    out = tmp_path_factory.mktemp("art") / "int8"
+    return export_artifact(ckpt, out, ExportOptions(k=20, catalog_precision="int8"), log=None)
+
+
+@pytest.fixture(scope="session")
 def artifact(tiny_artifact):
     """A K=20 fp32 artifact exported from the session's tiny checkpoint."""
     return tiny_artifact

@@ -52,6 +52,8 @@ GRAPH_MODES = ("auto", "capture", "compile", "static", "off")
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: Graphs kept by an engine at most, whatever its buckets ask for.
 MAX_ENGINE_GRAPHS = 512
+#: ``catalog`` option values.
+CATALOG_MODES = ("full", "quantized")
 
 
 def history_buckets(max_history: int, smallest: int = 8) -> tuple[int, ...]:
@@ -70,6 +72,28 @@ def bucket_of(n: int, buckets: Iterable[int]) -> int | None:
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _advise_random(t: torch.Tensor) -> bool:
+    """Tell the kernel a memory-mapped tensor is read at random rows (``madvise(MADV_RANDOM)``,
+    Linux): no readahead around each touched page, so the re-rank of a quantized catalog keeps
+    only its candidates' pages of the head resident (about a third of the pages it otherwise
+    reads in, ``benchmarks/results/catalog_memory.md``). Returns whether the call succeeded;
+    elsewhere it does nothing."""
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or t.nbytes == 0:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        page = os.sysconf("SC_PAGE_SIZE")
+        start = t.data_ptr() // page * page
+        length = t.data_ptr() + t.nbytes - start
+        return libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), 1) == 0  # RANDOM
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 def encode(encoder: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -177,7 +201,12 @@ class TorchEngine(Engine):
     1, 2, 4, ..., 256), ``history_buckets`` (default powers of two from 8, then max_history),
     ``graph_cache`` (graphs kept; default: every bucket combination, at most 512), ``attention``
     (``graph="capture"`` only: "auto" -- capture each bucket with torch's default attention
-    kernels and with the math path and keep the faster --, "default", "math")."""
+    kernels and with the math path and keep the faster --, "default", "math"), ``catalog``
+    ("full" -- the default: the fp32 head in memory --, or "quantized": rank the artifact's
+    quantized catalog (``lite export --catalog-precision int8|fp8``) with the exact re-rank of
+    :func:`lite_export.kernels.rank_quantized`; the head stays a memory map of
+    ``head.safetensors`` of which only the candidates' rows are read, so the table in RAM is a
+    quarter of the fp32 one; CPU, ``graph="off"``; the same top-k)."""
 
     name = "torch"
 
@@ -193,8 +222,29 @@ class TorchEngine(Engine):
         table = state["item_table"]
         encoder = FrozenUserEncoder(table, backbone.to(table.dtype))
         encoder.load_state_dict(state)
+        # safetensors maps the file (copy-on-write): a page is read when first touched, so with
+        # the quantized catalog only the re-rank's candidate rows of the head are ever read
         head = load_file(str(self.path / "head.safetensors"))
-        self._setup(encoder, head["weight"], head["bias"])
+        self._setup(encoder, head["weight"], head["bias"], catalog=self._quantized_catalog())
+
+    def _quantized_catalog(self):
+        """The artifact's QuantizedCatalog when ``catalog="quantized"``, else None."""
+        choice = self.options.get("catalog") or "full"
+        if choice not in CATALOG_MODES:
+            raise ValueError(f"catalog must be one of {CATALOG_MODES}, got {choice!r}")
+        if choice == "full":
+            return None
+        entry = self.manifest.get("catalog")
+        if not entry:
+            raise ValueError(
+                f"catalog='quantized': {self.path} has no quantized catalog; export it with "
+                "`lite export CKPT --out ART --catalog-precision int8` (or fp8)"
+            )
+        from safetensors.torch import load_file
+
+        from lite_export.kernels import QuantizedCatalog
+
+        return QuantizedCatalog.from_state_dict(load_file(str(self.path / entry["file"])))
 
     @classmethod
     def from_model(cls, model, k: int = 100, dtype: torch.dtype = torch.float32, **options):
@@ -221,7 +271,7 @@ class TorchEngine(Engine):
         return eng
 
     # ------------------------------------------------------------------ setup
-    def _setup(self, encoder, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    def _setup(self, encoder, weight: torch.Tensor, bias: torch.Tensor, catalog=None) -> None:
         from lite_export.kernels import METHODS
         from lite_export.kernels.dispatch import device_guard
         from lite_export.kernels.graph_cache import GraphCache
@@ -234,9 +284,19 @@ class TorchEngine(Engine):
             device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         dtype = encoder.item_table.dtype
+        self.quantized = catalog
+        if catalog is not None:
+            if device.type != "cpu" or (opts.get("graph") or "auto") not in ("auto", "off"):
+                raise ValueError(
+                    "catalog='quantized' ranks on the CPU, eagerly (graph='off'): the GPU path "
+                    f"of the quantized catalog is not built yet (device {device}, graph "
+                    f"{opts.get('graph')!r}); use catalog='full' there"
+                )
+            weight = weight.float()  # fp32 already: the memory map stays one
+            _advise_random(weight)
         with device_guard(device):
             self.encoder = encoder.to(device).eval()
-            self.weight = weight.to(device, dtype).contiguous()
+            self.weight = weight if catalog is not None else weight.to(device, dtype).contiguous()
             self.bias = bias.to(device, dtype).contiguous()
         self.attention = opts.get("attention") or "auto"
         if self.attention not in ("auto", *ATTENTION_BACKENDS):
@@ -302,6 +362,11 @@ class TorchEngine(Engine):
 
                     reserve_graph_cache(self.batch_buckets[-1], _next_pow2(self.max_history))
 
+    @property
+    def info(self) -> dict:
+        cat = getattr(self, "quantized", None)
+        return {**super().info, "catalog": cat.precision if cat is not None else "full"}
+
     # ------------------------------------------------------------------ recommend
     def _recommend_impl(self, item_ids: np.ndarray, exclude_ids: np.ndarray, k: int):
         n = self.num_items
@@ -332,7 +397,10 @@ class TorchEngine(Engine):
             w, b = self.weight, self.bias
             if self.device.type == "cpu" and h.dtype != torch.float32:  # CPU path ranks in fp32
                 h, w, b = h.float(), w.float(), b.float()
-            scores, indices = rank(h, w, b, k, ex, method=self.ranker)
+            if self.quantized is not None:  # the catalog holds the bias
+                scores, indices = rank(h, w, None, k, ex, catalog=self.quantized)
+            else:
+                scores, indices = rank(h, w, b, k, ex, method=self.ranker)
             return scores.float().cpu().numpy(), indices.cpu().numpy()
 
     def bucket_key(self, B: int, L: int, H: int, k: int) -> tuple[int, int, int, int]:

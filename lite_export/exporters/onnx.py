@@ -14,6 +14,14 @@ Graphs (dynamo exporter, dynamic batch and history length):
 Beside them: head.safetensors (W [N, d], b [N], fp32), encoder.safetensors (the frozen item
 table and rec-LLM weights, for the PyTorch engine), items.jsonl and manifest.json.
 
+``catalog_precision="int8"`` (``lite export --catalog-precision int8``) makes model.onnx the
+user encoder followed by the int8 ranking head of :mod:`lite_export.exporters.quantized_graph`
+(an integer matmul bounds every score, the best candidates are re-ranked exactly, unsettled rows
+are ranked again in full precision: the same top-K as the fp32 graph); ``"fp8"`` keeps the fp32
+graphs (ONNX Runtime has no fp8 matmul on CPU). Either way catalog.safetensors holds the
+quantized table (:class:`lite_export.kernels.QuantizedCatalog`) for the PyTorch engine, and the
+manifest's ``catalog`` entry says what uses it.
+
 K is fixed at export (``k``, default 100; TensorRT needs a constant K): engines return any
 k <= K. The most recent ``max_history`` items are the model input; ``exclude_ids`` may hold the
 whole history (or only pads when seen items should stay).
@@ -47,6 +55,8 @@ from lite_export.artifact import (
 )
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: ``--catalog-precision`` values.
+CATALOG_PRECISIONS = ("int8", "fp8")
 #: score tolerance of the parity check, from the export dtype (SPEC §3)
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
 DEFAULT_OPSET = 18
@@ -145,6 +155,10 @@ class ExportOptions:
     opt_shape: tuple[int, int] | None = None
     max_shape: tuple[int, int] | None = None
     max_exclude: int | None = None
+    #: ``"int8"`` | ``"fp8"`` | None: a quantized catalog (see the module docstring).
+    catalog_precision: str | None = None
+    #: Candidates the int8 graph re-ranks exactly (``M``); None: calibrated on probe users.
+    catalog_candidates: int | None = None
 
 
 def _dims(max_history: int):
@@ -303,23 +317,28 @@ def probe_references(model, probes: list[list[int]]) -> list[tuple]:
 
 def _validate(graph_path: Path, refs: list[tuple], opts: ExportOptions, bar=None) -> dict:
     sess = _session(graph_path, opts.precision)
-    results = []
+    # the int8 graph also says which rows its integer pass settled (the rest were rescued)
+    quantized = "quantized_settled" in {o.name for o in sess.get_outputs()}
+    names = ["scores", "indices"] + (["quantized_settled"] if quantized else [])
+    results, settled = [], []
     for item_ids, exclude, ref in refs:
-        values, indices = sess.run(
-            ["scores", "indices"], {"item_ids": item_ids, "exclude_ids": exclude}
-        )
+        values, indices, *rest = sess.run(names, {"item_ids": item_ids, "exclude_ids": exclude})
         res = compare_topk(ref, values, indices, TOLERANCE[opts.precision])
         if not (res["scores_ok"] and res["ids_ok"]):
             raise ExportValidationError(graph_path.name, res)
         results.append(res)
+        settled.extend(rest[0].tolist() if rest else [])
         if bar is not None:
             bar.advance(info=graph_path.name)
     worst = max(results, key=lambda r: r["max_abs_score_diff"])
-    return {
+    out = {
         **worst,
         "ids_identical_fraction": min(r["ids_identical_fraction"] for r in results),
         "probes": len(refs[0][0]),
     }
+    if quantized:
+        out["quantized_settled_fraction"] = float(np.mean(settled))
+    return out
 
 
 def _validate_encoder(encoder: FrozenUserEncoder, path: Path, model, probes, opts) -> dict:
@@ -374,6 +393,7 @@ def export_artifact(
         )
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {opts.precision!r}")
+    _check_catalog_options(opts)
     inputs = (checkpoint, *sources)
     target = check_output_dir(out, "artifact", force=force, sources=inputs)
     model = LiteLLM4Rec.from_pretrained(checkpoint).float().eval()
@@ -383,6 +403,18 @@ def export_artifact(
     if opts.k > 3840:
         say(
             f"note: k={opts.k} > 3840, the TensorRT TopK limit; model.onnx will not build in TensorRT"
+        )
+    int8_graph = opts.catalog_precision == "int8"
+    if int8_graph and n < opts.k + 1:
+        raise ValueError(
+            f"--catalog-precision int8 needs more items than k: the catalog has {n}, k={opts.k} "
+            "(a catalog this small gains nothing from quantization; export without it)"
+        )
+    M = opts.catalog_candidates
+    if int8_graph and M is not None and not opts.k <= M <= n - 1:
+        raise ValueError(
+            f"--catalog-candidates must be in [k={opts.k}, catalog size - 1 = {n - 1}], got "
+            f"{opts.catalog_candidates}"
         )
     from lite_export.engines.profile import InputProfile
 
@@ -406,17 +438,7 @@ def export_artifact(
         batch, history, exclude = _dims(max_hist)
         ex_ids = torch.tensor([[n, 1, 2, 3], [4, 5, 6, 7]], dtype=torch.long)
         ex_excl = torch.tensor([[n, n, 1, 2, 3], [9, 4, 5, 6, 7]], dtype=torch.long)
-        say(f"exporting model.onnx ({opts.precision}, K={opts.k}, opset {opts.opset})")
         files = _export(
-            graph,
-            (ex_ids, ex_excl),
-            tmp / "model.onnx",
-            (("item_ids", "exclude_ids"), ("scores", "indices")),
-            {"item_ids": {0: batch, 1: history}, "exclude_ids": {0: batch, 1: exclude}},
-            opts,
-            external,
-        )
-        files += _export(
             encoder,
             (ex_ids,),
             tmp / "user_encoder.onnx",
@@ -426,12 +448,26 @@ def export_artifact(
             external,
         )
         probes = probe_histories(n, max_hist, opts.probes, opts.seed)
+        refs = probe_references(model, probes)
+        catalog = None
+        if int8_graph:
+            catalog = _write_int8_graph(tmp, graph, refs, opts, external, say)
+            files += sorted(p.name for p in tmp.glob("model.onnx*"))
+        else:
+            say(f"exporting model.onnx ({opts.precision}, K={opts.k}, opset {opts.opset})")
+            files += _export(
+                graph,
+                (ex_ids, ex_excl),
+                tmp / "model.onnx",
+                (("item_ids", "exclude_ids"), ("scores", "indices")),
+                {"item_ids": {0: batch, 1: history}, "exclude_ids": {0: batch, 1: exclude}},
+                opts,
+                external,
+            )
         say("validating against PyTorch in ONNX Runtime")
-        # PyTorch references, then each graph on each probe batch (+ the encoder once)
-        checks = 1 + 2 * (2 if opts.optimize else 1) + 1
+        # each graph on each probe batch (+ the encoder once)
+        checks = 2 * (2 if opts.optimize else 1) + 1
         with progress.task("validating in ONNX Runtime", checks, unit="check") as bar:
-            refs = probe_references(model, probes)
-            bar.advance(info="PyTorch references")
             parity = {"model.onnx": _validate(tmp / "model.onnx", refs, opts, bar)}
             parity["user_encoder.onnx"] = _validate_encoder(
                 encoder, tmp / "user_encoder.onnx", model, probes, opts
@@ -455,6 +491,9 @@ def export_artifact(
             {k: v.detach().contiguous() for k, v in encoder.state_dict().items()},
             str(tmp / "encoder.safetensors"),
         )
+        if opts.catalog_precision is not None:
+            catalog = _write_catalog(tmp, graph, opts, catalog, parity)
+            files.append("catalog.safetensors")
         model.catalog.write_jsonl(tmp / "items.jsonl")
         files += ["head.safetensors", "encoder.safetensors", "items.jsonl"]
         trt = _tensorrt_report(tmp / "model.onnx")
@@ -492,8 +531,10 @@ def export_artifact(
                 "external_data_threshold": opts.external_data_threshold,
                 "ort_optimized": opts.optimize,
                 "max_exclude": profile.exclude_ids.max[1],
+                "catalog_precision": opts.catalog_precision,
                 **opts.extra,
             },
+            "catalog": catalog,
             "ort_optimization": optimization,
             "parity": parity,
             "tensorrt_check": trt,
@@ -522,3 +563,101 @@ def _tensorrt_report(path: Path) -> dict:
     except Exception as exc:  # a checker problem must not lose a valid export
         return {"checked": False, "error": str(exc)}
     return {"checked": True, **report.to_dict(), "model": path.name}
+
+
+def _check_catalog_options(opts: ExportOptions) -> None:
+    """Option errors of the quantized catalog, before any work."""
+    cp = opts.catalog_precision
+    if cp is None:
+        if opts.catalog_candidates is not None:
+            raise ValueError("--catalog-candidates applies to --catalog-precision int8")
+        return
+    if cp not in CATALOG_PRECISIONS:
+        raise ValueError(f"catalog precision must be one of {CATALOG_PRECISIONS}, got {cp!r}")
+    if cp == "fp8" and opts.catalog_candidates is not None:
+        raise ValueError(
+            "--catalog-candidates applies to --catalog-precision int8 (the fp8 catalog has no "
+            "ONNX graph: ONNX Runtime has no fp8 matmul on CPU)"
+        )
+    if cp == "int8" and opts.precision == "bf16":
+        raise ValueError(
+            "--catalog-precision int8 builds an ONNX Runtime CPU graph (integer matmul), and ONNX "
+            "Runtime's CPU kernels have no bf16: export with --precision fp32 or fp16"
+        )
+
+
+def _write_int8_graph(tmp: Path, graph: RankingGraph, refs, opts, external: bool, say) -> dict:
+    """model.onnx = user_encoder.onnx + the int8 head (candidates calibrated on the probes
+    unless given); returns the manifest's ``catalog["graph"]`` entry."""
+    import onnx
+
+    from lite_export.exporters import quantized_graph as QG
+
+    n = graph.num_items
+    tables = QG.head_tables(graph.head_weight, graph.head_bias)
+    encoder = onnx.load(str(tmp / "user_encoder.onnx"))
+    calibration = None
+    M = opts.catalog_candidates
+    if M is None:  # the debug graph's bounds on the probe users, against PyTorch's k-th scores
+        debug = QG.attach_head(encoder, tables, opts.k, opts.k, debug=True)
+        sess = _session_from_model(debug)
+        kth = [-np.sort(-ref, axis=1)[:, opts.k - 1] for _, _, ref in refs]
+        calibration = QG.calibrate_candidates(
+            sess, [r[0] for r in refs], [r[1] for r in refs], kth, opts.k, n
+        )
+        M = calibration["candidates"]
+        del sess, debug
+    say(
+        f"exporting model.onnx ({opts.precision}, K={opts.k}, opset {opts.opset}) with the int8 "
+        f"catalog: integer-matmul bounds, {M} candidates re-ranked exactly"
+        + (f" (probe users needed at most {calibration['needed_max']})" if calibration else "")
+    )
+    model = QG.attach_head(encoder, tables, opts.k, M)
+    onnx.save_model(
+        model,
+        str(tmp / "model.onnx"),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=1024,
+    )
+    return {
+        "model.onnx": "int8 bounds (7-bit weights, DynamicQuantizeLinear + MatMulInteger), exact "
+        "fp32 re-rank of the candidates, full-precision rescue of unsettled rows",
+        "candidates": M,
+        "calibration": calibration,
+    }
+
+
+def _session_from_model(model):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _write_catalog(tmp: Path, graph: RankingGraph, opts, graph_entry, parity) -> dict:
+    """catalog.safetensors (the quantized table of the export-precision head, for the PyTorch
+    engine) and the manifest's ``catalog`` entry."""
+    from safetensors.torch import save_file
+
+    from lite_export.kernels import quantize_catalog
+
+    W, b = graph.head_weight, graph.head_bias.float()
+    cat = quantize_catalog(W, b, opts.catalog_precision)
+    save_file(cat.state_dict(), str(tmp / "catalog.safetensors"))
+    full = W.numel() * 4 + b.numel() * 4
+    settled = {
+        g: res.get("quantized_settled_fraction")
+        for g, res in parity.items()
+        if res.get("quantized_settled_fraction") is not None
+    }
+    return {
+        "precision": opts.catalog_precision,
+        "file": "catalog.safetensors",
+        "table_bytes": cat.nbytes,
+        "fp32_table_bytes": full,
+        "graph": graph_entry,
+        "probe_rows_settled": settled or None,
+    }

@@ -119,6 +119,22 @@ def test_cpp_matches_python_onnxruntime(
     ]
 
 
+def test_cpp_runs_the_int8_catalog_graph(
+    lite_recommend, int8_artifact, artifact, synthetic, tmp_path
+):
+    """An int8-catalog artifact (integer-matmul ranking graph) runs unchanged in C++, with the
+    fp32 artifact's answers."""
+    hists = _histories(synthetic)
+    ref = lite_export.load(artifact, engine="onnxruntime", threads=2).recommend(hists, k=20)
+    args = [int8_artifact, "--histories", _write_jsonl(tmp_path / "h.jsonl", hists), "-k", 20]
+    proc = _run(lite_recommend, *args, "--json", "--threads", 2)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["results"]
+    assert [r["ids"] for r in rows] == ref.ids
+    scores = np.array([r["scores"] for r in rows], dtype=np.float32)
+    np.testing.assert_allclose(scores, ref.scores, rtol=0, atol=SCORE_ATOL)
+
+
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_cpp_builds_the_python_engines_inputs(
     lite_recommend, artifact, synthetic, tmp_path, exclude_seen

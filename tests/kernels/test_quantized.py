@@ -1,4 +1,4 @@
-"""The quantized catalog (int8, per-row scales): exact top-k against ``rank_cpu`` on the
+"""The quantized catalog (int8 and fp8, per-row scales): exact top-k against ``rank_cpu`` on the
 full-precision table, on random and adversarial tables, and the bound it rests on."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lite_export.kernels import (
 from lite_export.kernels import quantized as Q
 
 RTOL = 1e-5  # fp32 scores, different summation orders
+PRECISIONS = pytest.mark.parametrize("precision", ["int8", "fp8"])
 
 
 def _inputs(B, N, d, bias=True, seed=0, dtype=torch.float32):
@@ -71,47 +72,105 @@ def test_quantize_per_row_scales_and_rounding():
     normal = absmax > 127 * 2.0**-126
     assert torch.equal(cat.scales[normal], absmax[normal] / 127)
     assert bool((cat.q[normal].abs().amax(dim=1) == 127).all())
-    assert cat.scales[5] == 1 and not bool(cat.q[5].any())
+    assert cat.scales[5] == 0 and not bool(cat.q[5].any())
     assert cat.scales[6] == 2.0**-126
     err = (W.double() - cat.q.double() * cat.scales.double().unsqueeze(1)).abs()
     assert bool((err <= cat.scales.double().unsqueeze(1) * (0.5 + 127 * 2.0**-24)).all())
     assert cat.nbytes == 3000 * 40 + 3000 * 4 * 2
 
 
+def test_quantize_fp8_per_row_scales_and_rounding():
+    _, W, b = _inputs(1, 3000, 40, seed=1)
+    W[::7] *= 1e4
+    W[1::7] *= 1e-4
+    W[5] = 0
+    W[9, :3] = torch.tensor([2.0**-10, 2.0**-10 * 1.01, 3 * 2.0**-10]) * W[9].abs().max() / 448
+    cat = quantize_catalog(W, b, "fp8")
+    assert cat.q.dtype == torch.float8_e4m3fn and cat.precision == "fp8"
+    assert torch.equal(cat.bias, b)
+    qf = cat.q.float()
+    assert torch.isfinite(qf).all() and float(qf.abs().max()) == 448
+    absmax = W.abs().amax(dim=1)
+    nz = absmax > 0
+    assert torch.equal(cat.scales[nz], absmax[nz] / 448)
+    assert cat.scales[5] == 0 and not bool(qf[5].any())
+    u = 2.0**-24
+    err = (W.double() - qf.double() * cat.scales.double().unsqueeze(1)).abs()
+    allowed = cat.scales.double().unsqueeze(1) * (
+        (2.0**-4 + 2 * u) * qf.double().abs() + 2.0**-10 * (1 + 2 * u)
+    )
+    assert bool((err <= allowed).all())
+    # e4m3 relative rounding is reached (the bound is not loose by construction)
+    assert (
+        float((err / cat.scales.double().unsqueeze(1) / qf.double().abs()).nan_to_num().max())
+        > 0.05
+    )
+    assert cat.nbytes == 3000 * 40 + 3000 * 4 * 2
+
+
+def test_quantize_with_7_bit_weights():
+    _, W, b = _inputs(1, 500, 24, seed=2)
+    cat = quantize_catalog(W, b, qmax=63)
+    assert int(cat.q.abs().max()) == 63
+    assert torch.equal(cat.scales, W.abs().amax(dim=1) / 63)
+    h = torch.randn(7, 24, generator=torch.Generator().manual_seed(3))
+    assert_same_as_rank_cpu(h, W, b, 10, rank_quantized(h, cat, 10, W=W, chunk_items=128))
+
+
 def test_quantize_half_tables_and_bad_inputs():
     _, W, _ = _inputs(1, 100, 8)
     cat = quantize_catalog(W.to(torch.bfloat16))
     assert cat.bias is None and cat.q.dtype == torch.int8
+    assert quantize_catalog(W.half(), precision="fp8").q.dtype == torch.float8_e4m3fn
     W[3, 2] = float("nan")
     with pytest.raises(ValueError, match="row 3"):
         quantize_catalog(W)
-    with pytest.raises(ValueError, match="fp8 is not built"):
-        quantize_catalog(torch.ones(2, 2), precision="fp8")
-    with pytest.raises(TypeError, match="int8"):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        quantize_catalog(torch.ones(2, 2), precision="int4")
+    with pytest.raises(ValueError, match="qmax"):
+        quantize_catalog(torch.ones(2, 2), qmax=128)
+    with pytest.raises(ValueError, match="int8 only"):
+        quantize_catalog(torch.ones(2, 2), precision="fp8", qmax=63)
+    with pytest.raises(TypeError, match="int8 or float8_e4m3fn"):
         QuantizedCatalog(q=torch.zeros(2, 2), scales=torch.ones(2))
+    with pytest.raises(TypeError, match="needs q as"):
+        QuantizedCatalog(
+            q=torch.zeros(2, 2, dtype=torch.int8), scales=torch.ones(2), precision="fp8"
+        )
 
 
-def test_catalog_round_trips_through_safetensors(tmp_path):
+@PRECISIONS
+def test_catalog_round_trips_through_safetensors(tmp_path, precision):
     st = pytest.importorskip("safetensors.torch")
     _, W, b = _inputs(1, 500, 16)
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     st.save_file(cat.state_dict(), tmp_path / "cat.safetensors")
     back = QuantizedCatalog.from_state_dict(st.load_file(tmp_path / "cat.safetensors"))
-    assert torch.equal(back.q, cat.q) and torch.equal(back.scales, cat.scales)
-    assert torch.equal(back.bias, cat.bias)
+    assert back.precision == precision
+    assert torch.equal(back.q.view(torch.int8), cat.q.view(torch.int8))
+    assert torch.equal(back.scales, cat.scales) and torch.equal(back.bias, cat.bias)
 
 
-def test_error_bound_holds():
-    """|s_q - s| <= slack * scale + beta, with s in float64 (and so for any fp32 order)."""
+@PRECISIONS
+def test_error_bound_holds(precision):
+    """|s_q - s| <= slack @ rows.T + beta, with s in float64 (and so for any fp32 order)."""
     h, W, b = _inputs(64, 4000, 96, seed=3)
     W[::5] *= 300
-    cat = quantize_catalog(W, b)
-    slack, beta, c = Q.error_bounds(h, cat)
-    assert 0.5 < float(c) < 0.51
+    cat = quantize_catalog(W, b, precision)
+    slack, rows, beta = Q.error_bounds(h, cat)
+    assert slack.shape == (64, 1 if precision == "int8" else 2) and rows.shape == (
+        4000,
+        slack.shape[1],
+    )
+    if precision == "int8":  # c_d = 0.5 + a little for fp32 rounding
+        c = slack[:, 0].double() / h.double().abs().sum(dim=1)
+        assert bool(((c > 0.5) & (c < 0.51)).all())
     s = h.double() @ W.double().T + b.double()
     sq = h.double() @ (cat.q.double() * cat.scales.double().unsqueeze(1)).T + b.double()
-    e = slack.double().unsqueeze(1) * cat.scales.double() + beta.double()
-    assert bool(((sq - s).abs() <= e).all())
+    e = slack.double() @ rows.double().T + beta.double()
+    gap = (sq - s).abs()
+    assert bool((gap <= e).all())
+    assert float((gap / e).max()) > 0.1  # and not vacuous
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,10 +178,11 @@ def test_error_bound_holds():
 # --------------------------------------------------------------------------------------------
 
 
-def test_identical_topk_on_10000_random_queries():
+@PRECISIONS
+def test_identical_topk_on_10000_random_queries(precision):
     N, d, k = 8192, 48, 10
     _, W, b = _inputs(1, N, d, seed=11)
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     g = torch.Generator().manual_seed(12)
     swaps = 0
     for _ in range(5):  # 5 batches of 2000 queries
@@ -145,25 +205,28 @@ SHAPES = [
 
 @pytest.mark.parametrize(("B", "N", "d", "k", "chunk", "group"), SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_rank_quantized_matches_rank_cpu(B, N, d, k, chunk, group, bias):
+@PRECISIONS
+def test_rank_quantized_matches_rank_cpu(B, N, d, k, chunk, group, bias, precision):
     h, W, b = _inputs(B, N, d, bias=bias, seed=N + k)
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     got = rank_quantized(h, cat, k, W=W, chunk_items=chunk, group=group)
     assert_same_as_rank_cpu(h, W, b, k, got)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_half_tables(dtype):
+@PRECISIONS
+def test_half_tables(dtype, precision):
     h, W, b = _inputs(8, 3000, 32, dtype=dtype, seed=5)
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     got = rank_quantized(h, cat, 20, W=W, chunk_items=512)
     assert_same_as_rank_cpu(h, W, b, 20, got)
 
 
-def test_exact_ties():
+@PRECISIONS
+def test_exact_ties(precision):
     h, W, _ = _inputs(4, 4096, 16, bias=False)
     W[:] = W[:8].repeat(512, 1)
-    cat = quantize_catalog(W)
+    cat = quantize_catalog(W, precision=precision)
     got = rank_quantized(h, cat, 40, W=W, chunk_items=1024)
     assert_same_as_rank_cpu(h, W, None, 40, got, chunk_items=1024)
 
@@ -191,45 +254,72 @@ def test_near_ties_within_one_quantization_step():
     assert not torch.equal(i, got[1])
 
 
-def test_large_scales_next_to_tiny_ones_and_zero_rows():
+def test_fp8_near_ties_within_one_rounding_interval():
+    """fp8 copies of 60 rows moved by up to 0.7 of each element's rounding half-interval: the
+    quantized rows are equal, the exact scores differ, so the order must come from W."""
+    B, N, d, k = 32, 6000, 32, 25
+    h, _, _ = _inputs(B, 1, d, bias=False, seed=17)
+    g = torch.Generator().manual_seed(18)
+    v = (torch.randn(60, d, generator=g) * 100).clamp(-440, 440).to(torch.float8_e4m3fn).float()
+    v[:, 0] = 448  # fixes each row's absmax, so its scale
+    e = torch.floor(torch.log2(v.abs().clamp(min=2.0**-6)))
+    half = 2.0 ** (e - 5)  # half the spacing of the binade below (a power of two's tighter side)
+    V = v.repeat(N // 60, 1)
+    u = (torch.rand(N, d, generator=g) - 0.5) * 1.4 * half.repeat(N // 60, 1)
+    u[:, 0] = 0
+    step = (torch.rand(60, 1, generator=g) + 0.01).repeat(N // 60, 1)
+    W = (V + u) * step
+    cat = quantize_catalog(W, precision="fp8")
+    assert torch.equal(cat.q.float(), V)  # every copy quantizes to its base row
+    got = rank_quantized(h, cat, k, W=W, chunk_items=700)
+    assert assert_same_as_rank_cpu(h, W, None, k, got) == 0
+    v_q, i_q = rank_quantized(h, cat, k)  # the quantized scores alone cannot order the copies
+    assert not torch.equal(i_q, got[1])
+
+
+@PRECISIONS
+def test_large_scales_next_to_tiny_ones_and_zero_rows(precision):
     B, N, d, k = 12, 5000, 24, 30
     h, W, b = _inputs(B, N, d, seed=9)
     g = torch.Generator().manual_seed(10)
     W *= (10.0 ** torch.randint(-6, 7, (N, 1), generator=g)).float()
     W[::97] = 0
     b = b * 10.0 ** torch.randint(-6, 4, (N,), generator=g).float()
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     got = rank_quantized(h, cat, k, W=W, chunk_items=512)
     assert_same_as_rank_cpu(h, W, b, k, got)
     # zero rows win on bias alone
     W[:] = 0
     W[1::2] = -1e6 * W.new_ones(d)
     hp = h.abs()
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     got = rank_quantized(hp, cat, k, W=W, chunk_items=512)
     assert_same_as_rank_cpu(hp, W, b, k, got)
 
 
-def test_all_zero_table_ties_everywhere():
+@PRECISIONS
+def test_all_zero_table_ties_everywhere(precision):
     h, _, _ = _inputs(3, 10, 8)
     W = torch.zeros(500, 8)
-    cat = quantize_catalog(W)
+    cat = quantize_catalog(W, precision=precision)
     v, i = rank_quantized(h, cat, 50, W=W, chunk_items=64)
     assert bool((v == 0).all())
     assert all(len(set(r)) == 50 for r in i.tolist())
 
 
-def test_k_equals_n_with_exclusion_and_minus_inf_bias():
+@PRECISIONS
+def test_k_equals_n_with_exclusion_and_minus_inf_bias(precision):
     B, N, d = 4, 300, 12
     h, W, b = _inputs(B, N, d, seed=4)
     b[::11] = float("-inf")
     ex = torch.randint(0, N, (B, 40), generator=torch.Generator().manual_seed(1))
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     got = rank_quantized(h, cat, N, ex, W=W, chunk_items=64)
     assert_same_as_rank_cpu(h, W, b, N, got, ex)
 
 
-def test_exclusion_of_most_of_the_catalog():
+@PRECISIONS
+def test_exclusion_of_most_of_the_catalog(precision):
     B, N, d, k = 5, 20_000, 16, 10
     h, W, b = _inputs(B, N, d, seed=6)
     g = torch.Generator().manual_seed(2)
@@ -242,7 +332,7 @@ def test_exclusion_of_most_of_the_catalog():
     for r in range(B):
         ids = mask[r].nonzero().flatten()
         ex[r, : ids.numel()] = ids[torch.randperm(ids.numel(), generator=g)]
-    cat = quantize_catalog(W, b)
+    cat = quantize_catalog(W, b, precision)
     v, i = rank_quantized(h, cat, k, ex, W=W, chunk_items=2048)
     assert_same_as_rank_cpu(h, W, b, k, (v, i), ex)
     for r, row in enumerate(keep):
@@ -277,7 +367,8 @@ def test_rank_hook_on_cuda_is_not_built_yet():  # pragma: no cover - GPU only
         rank(h.cuda(), W.cuda(), k=5, catalog=cat)
 
 
-def test_candidate_pool_never_short_and_holds_the_top_k(monkeypatch):
+@PRECISIONS
+def test_candidate_pool_never_short_and_holds_the_top_k(monkeypatch, precision):
     """The pool handed to the re-rank has >= min(k, items left) entries and the exact top-k."""
     seen = []
     orig = Q._finish
@@ -291,7 +382,7 @@ def test_candidate_pool_never_short_and_holds_the_top_k(monkeypatch):
     for B, N, d, k, ex in cases:
         h, W, b = _inputs(B, N, d, seed=N)
         W[::3] *= 50
-        cat = quantize_catalog(W, b)
+        cat = quantize_catalog(W, b, precision)
         seen.clear()
         rank_quantized(h, cat, k, ex, W=W, chunk_items=256)
         pi, finite, _ = seen[0]
