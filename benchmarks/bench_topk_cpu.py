@@ -312,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     points = [(1_000_000, 64, 64, 10)]
     if not args.quick:
-        points += [(1_000_000, 64, 1, 10), (1_000_000, 64, 64, 100), (100_000, 256, 16, 100)]
+        points += [
+            (1_000_000, 64, 1, 10),
+            (1_000_000, 64, 16, 10),
+            (1_000_000, 64, 64, 100),
+            (100_000, 256, 16, 100),
+        ]
     reps = 8 if args.quick else args.reps
     meta = {
         "machine": f"{cpu_model()} ({os.cpu_count()} CPUs)",
