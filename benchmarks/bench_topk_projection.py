@@ -14,6 +14,12 @@ measured at start (read + write bytes), and the speed-up over torch. Before timi
 row is checked against an fp32 reference on the same inputs (ids valid and distinct, scores equal
 the fp32 score of their id, sorted scores equal the reference top-k): ``correct`` records it.
 
+``triton-int8`` / ``triton-fp8`` (the ``QUANT_COMPARE`` shapes, B <= 16): ``kernels.rank(h, W,
+catalog=quantize_catalog(W, b, precision))``, the fused kernel reading the quantized rows with
+the exact re-rank from ``W`` (``fused.topk_quantized``; the catalog is built outside the timing).
+Their bytes and % of the floor count what they read: ``q`` (1 byte per element) and 16 bytes of
+per-item terms; ``speedup_vs_torch`` is against the bf16 ``torch`` row.
+
 ``kernels.rank``'s own paths are timed too: ``rank-torch`` (``method="torch"``: matmul + topk with
 fp32 scores, the path ``auto`` can pick -- the ``torch`` row keeps the table's dtype for its
 scores and is the historical baseline) and ``auto`` (``method="auto"``). ``auto`` reads a rank
@@ -61,6 +67,8 @@ DEV = "cuda"
 EXCLUSION_SHAPES = [(1_000_000, 1024, 16, 100), (1_000_000, 64, 16, 10)]
 #: (N, d) whose B <= 16 rows also time the exact (running top-K) path for comparison.
 EXACT_COMPARE = {(1_000_000, 1024), (1_000_000, 64)}
+#: (N, d) whose B <= 16 rows also time the quantized catalog (int8 and fp8) on the filter path.
+QUANT_COMPARE = {(1_000_000, 1024), (1_000_000, 256), (1_000_000, 64), (10_000_000, 256)}
 SWEEP_SHAPES = [
     (1_000_000, 1024, 16, 100),
     (1_000_000, 1024, 1, 100),
@@ -241,6 +249,14 @@ def rank_with(h, W, b, k, method):
     return rank(h, W, b, k, method=method)
 
 
+def rank_quantized_with(h, pair, b, k):
+    """``pair`` = (W, its QuantizedCatalog): the fused quantized path through kernels.rank."""
+    from lite_export.kernels import rank
+
+    W, cat = pair
+    return rank(h, W, None, k, catalog=cat)
+
+
 #: provider -> rank path, for the rank table this run builds.
 PROVIDER_PATH = {"rank-torch": "torch", "triton-exact": "exact"}
 #: auto must reach this fraction of the best other path's speed at every grid point.
@@ -342,6 +358,7 @@ def run_gpu(args) -> list[dict]:
         b = torch.randn(N, device=device).to(dtype)
         n_rot = 1 if w_bytes >= 4 * l2 else min(8, math.ceil(4 * l2 / w_bytes))
         bufs = [W] + [random_table(N, d, dtype, device, seed=N + d + r) for r in range(1, n_rot)]
+        cats = {}  # precision -> [(W, catalog)] beside bufs, built on first use
         for B, k in Bks:
             if time.perf_counter() - t_start > args.budget_s:
                 break
@@ -360,6 +377,8 @@ def run_gpu(args) -> list[dict]:
             provs = ["torch", "rank-torch", "triton"]
             if (N, d) in EXACT_COMPARE and B <= 16:
                 provs.append("triton-exact")  # the running-top-K path, same run
+            if (N, d) in QUANT_COMPARE and B <= 16:
+                provs += ["triton-int8", "triton-fp8"]
             provs.append("auto")  # last: its table row is what was just measured
             for prov in provs:
                 row = {**common, "provider": prov}
@@ -375,6 +394,29 @@ def run_gpu(args) -> list[dict]:
                         row.update(correct=ok, max_abs_err=err, **({"note": note} if note else {}))
                         fn = make_rotating(rank_with, h, bufs, b, k, method=method)
                         med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
+                    elif prov in ("triton-int8", "triton-fp8"):
+                        from lite_export.kernels import quantize_catalog
+
+                        precision = prov.split("-")[1]
+                        if precision not in cats:
+                            cats[precision] = [(w, quantize_catalog(w, b, precision)) for w in bufs]
+                        pairs = cats[precision]
+                        fell_back = STATS.get("quantized_fallback_rows", 0)
+                        scores, ids = rank_quantized_with(h, pairs[0], b, k)
+                        ok, err, note = check_against_fp32(h, W, b, k, scores, ids)
+                        row.update(
+                            correct=ok,
+                            max_abs_err=err,
+                            method="filter",
+                            **({"note": note} if note else {}),
+                        )
+                        fn = make_rotating(rank_quantized_with, h, pairs, b, k)
+                        med, p99, n = bench_gpu(fn, rep_ms=args.rep_ms)
+                        row["fallback_rows"] = STATS.get("quantized_fallback_rows", 0) - fell_back
+                        row.update(timing_fields(med, p99, n, N * d + 16 * N, bw))
+                        res[prov] = row
+                        rows.append(row)
+                        continue
                     elif prov.startswith("triton"):
                         method = "exact" if prov == "triton-exact" or N < FILTER_MIN_N else "filter"
                         cfg = heuristic_config(B, d, k, dtype, arch, method)
@@ -430,7 +472,7 @@ def run_gpu(args) -> list[dict]:
                 f"{tri.get('error', '')}",
                 flush=True,
             )
-        del W, b, bufs
+        del W, b, bufs, cats
         torch.cuda.empty_cache()
         write_outputs(rows, args.out, "topk_gpu", png=False)  # a cut run keeps what it measured
 
@@ -586,14 +628,24 @@ def write_outputs(rows: list[dict], out: Path, stem: str, png: bool = True) -> N
         r
         for r in rows
         if r.get("provider")
-        in ("triton", "triton-exact", "torch", "rank-torch", "auto", "triton+exclude200")
+        in (
+            "triton",
+            "triton-exact",
+            "triton-int8",
+            "triton-fp8",
+            "torch",
+            "rank-torch",
+            "auto",
+            "triton+exclude200",
+        )
     ]
     lines = [
         f"# Fused projection + top-K vs torch ({rows[0].get('machine', '?') if rows else '?'})",
         "",
         f"commit {rows[0].get('commit') if rows else '?'}, torch {rows[0].get('torch') if rows else '?'}, "
         f"triton {rows[0].get('triton') if rows else '?'}; copy bandwidth {rows[0].get('copy_GB_s') if rows else '?'} GB/s "
-        "(read+write). Bytes = N*d*esize (W) + N*esize (bias). Median / p99 over do_bench samples.",
+        "(read+write). Bytes = N*d*esize (W) + N*esize (bias); triton-int8/fp8 (quantized catalog, exact "
+        "re-rank from W): N*d + 16*N. Median / p99 over do_bench samples.",
         "ONNX Runtime and faiss are CPU-only and not run here: see topk_cpu.md.",
         "",
         "| N | d | B | k | provider | method | config | median ms | p99 ms | GB/s | % roofline | x torch | correct | fallback rows | sample ms |",

@@ -12,12 +12,13 @@
 #    20 s  environment (nvidia-smi and python, capped at 5 + 3 + 12 s)
 #    85 s  GPU tests written for issue 13 (whole-request graphs, rank dispatch, tuner, guard;
 #          74 s on an H200)
-#   135 s  bench_topk_projection.py: torch | rank-torch | filter | exact | auto per grid point
+#   135 s  bench_topk_projection.py: torch | rank-torch | filter | exact | auto per grid point,
+#          and the quantized catalog (int8 | fp8) at 1M x {1024, 256, 64}, B <= 16
 #          (stops adding tables after 90 s; no config sweep)
 #   115 s  bench_gpu_e2e.py: eager vs captured vs compiled engine (stops adding rows after 85 s;
 #          results are written after every row, so a cut keeps what was measured)
-#   120 s  the older kernel and engine GPU tests (the engine ones train and export a tiny model;
-#          78 s on an H200)
+#   120 s  the older kernel and engine GPU tests and the quantized path's (the engine ones
+#          train and export a tiny model; 78 s on an H200 before the quantized ones)
 # Not run here: tests/exporters/test_triton_server.py -m gpu (its fixture trains and exports
 # through the CLI, more than the 45 s it had before; run it on its own when a lease allows).
 set -u
@@ -73,7 +74,7 @@ timeout 115 python3 benchmarks/bench_gpu_e2e.py --device cuda --out "$OUT" --bud
 e2e_rc=$?
 
 echo "== older GPU tests (kernel, engines)" | tee -a "$OUT/gpu_tests.log"
-timeout 120 "${PYTEST[@]}" tests/kernels/test_topk_projection.py tests/engines \
+timeout 120 "${PYTEST[@]}" tests/kernels/test_topk_projection.py tests/kernels/test_topk_quantized.py tests/engines \
     --ignore=tests/engines/test_torch_engine_graphs.py 2>&1 | tee -a "$OUT/gpu_tests.log"
 old_rc=$?
 

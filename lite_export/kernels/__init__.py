@@ -9,8 +9,9 @@
 * :func:`rank_torch` -- matmul + ``torch.topk`` with fp32 scores; :func:`rank_cpu` -- the CPU
   path (``reference.py``); :func:`topk_projection_reference` -- the plain torch definition all
   of them are tested against.
-* :func:`quantize_catalog` / :func:`rank_quantized` -- an int8 catalog with per-row scales,
-  ranked with an exact re-rank against the full-precision rows (``quantized.py``, CPU);
+* :func:`quantize_catalog` / :func:`rank_quantized` -- an int8 or fp8 catalog with per-row
+  scales, ranked with an exact re-rank against the full-precision rows (``quantized.py``, CPU;
+  on CUDA the fused kernel's filter path reads the quantized rows, ``fused.topk_quantized``);
   ``rank(h, W, k=..., catalog=cat)`` runs it.
 * :func:`rank_static` -- one path with no host sync, for capture inside a larger CUDA graph
   (the PyTorch engine's whole-request graphs).
@@ -162,9 +163,10 @@ def rank(
 
     ``catalog``: a :class:`QuantizedCatalog` (:func:`quantize_catalog`) to score instead of
     ``W``; then ``W`` is the full-precision table the candidates are re-ranked against exactly
-    (``None``: the quantized scores' top-k, inexact), ``b`` must be ``None`` (the catalog holds
-    the bias) and ``method`` ``"auto"`` or ``"cpu"``. CPU tensors only: on CUDA it raises
-    ``NotImplementedError`` (the GPU path is not built yet). See :func:`rank_quantized`.
+    (CPU only: ``None`` gives the quantized scores' top-k, inexact), ``b`` must be ``None`` (the
+    catalog holds the bias) and ``method`` ``"auto"`` (CPU tensors: :func:`rank_quantized`;
+    CUDA: :func:`~lite_export.kernels.fused.topk_quantized`, the filter kernel on the
+    quantized rows), ``"cpu"`` or ``"filter"``. Either way the same ids as ranking ``W``.
     """
     if catalog is not None:
         return _rank_catalog(h, W, b, k, exclude, method, catalog)
@@ -189,18 +191,24 @@ def _rank_catalog(h, W, b, k, exclude, method, catalog):
         raise ValueError(
             "pass b=None with catalog=: the catalog holds the bias (quantize_catalog(W, b))"
         )
-    if method not in ("auto", "cpu"):
+    if method not in ("auto", "cpu", "filter"):
         raise ValueError(
-            f"a quantized catalog is ranked by the CPU path only: method must be 'auto' or "
-            f"'cpu', got {method!r}"
+            f"a quantized catalog is ranked by the CPU path ('cpu') or the fused kernel's "
+            f"filter path ('filter'; CUDA): method must be 'auto', 'cpu' or 'filter', got "
+            f"{method!r}"
         )
-    for t in (h, catalog.q):
-        if isinstance(t, torch.Tensor) and t.device.type == "cuda":
-            raise NotImplementedError(
-                "ranking a quantized catalog on CUDA is not built yet (GPU work for later): "
-                "rank on CPU tensors, or pass the full-precision W without catalog="
-            )
-    return rank_quantized(h, catalog, k, exclude, W)
+    on_cuda = isinstance(h, torch.Tensor) and h.device.type == "cuda"
+    if method == "cpu" or (method == "auto" and not on_cuda):
+        return rank_quantized(h, catalog, k, exclude, W)
+    if W is None:
+        raise ValueError(
+            "the fused kernel's quantized path re-ranks its candidates from the full-precision "
+            "W: pass it (rank(h, W, k=..., catalog=cat))"
+        )
+    from lite_export.kernels.fused import topk_quantized
+
+    with dispatch.device_guard(h):
+        return topk_quantized(h, catalog, W, k, exclude)
 
 
 def rank_static(

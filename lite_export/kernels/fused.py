@@ -106,6 +106,7 @@ __all__ = [
     "set_graph_cache_size",
     "topk_projection",
     "topk_projection_static",
+    "topk_quantized",
     "tune_topk_projection",
 ]
 
@@ -171,6 +172,10 @@ def _topk_projection_stage1_kernel(
     cand_ptr,
     thr_ptr,
     cnt_ptr,
+    scale_ptr,
+    err_ptr,
+    slack_ptr,
+    beta_ptr,
     # sizes
     B,
     N,
@@ -202,6 +207,8 @@ def _topk_projection_stage1_kernel(
     INPUT_PRECISION: tl.constexpr,
     SKIP: tl.constexpr,
     EX_BLOCK: tl.constexpr,
+    QUANT: tl.constexpr = False,
+    ERR_T: tl.constexpr = 1,
 ):
     SENTINEL: tl.constexpr = -9223372036854775807  # -(2**63 - 1): below every packed score
     BIG: tl.constexpr = 4611686018427387904  # 2**62 == reference.EXCLUDE_SENTINEL
@@ -223,6 +230,11 @@ def _topk_projection_stage1_kernel(
         # Admission bound per row (fp32); padded rows get +inf and never admit anything.
         thr_f = tl.load(thr_ptr + rows, mask=row_ok, other=float("inf"))
         cnt_ptrs = tl.broadcast_to(cnt_ptr + rows[:, None], (BLOCK_B, BLOCK_N))
+    if QUANT:
+        # the query's terms of the quantization bound e = slack @ err.T + beta (quantized.py)
+        sl0 = tl.load(slack_ptr + rows64 * ERR_T, mask=row_ok, other=0.0)
+        if ERR_T == 2:
+            sl1 = tl.load(slack_ptr + rows64 * ERR_T + 1, mask=row_ok, other=0.0)
     else:
         best = tl.full((BLOCK_B, K_PAD), SENTINEL, tl.int64)  # ascending; column 0 = threshold
         thr = tl.full((BLOCK_B,), SENTINEL, tl.int64)
@@ -264,6 +276,8 @@ def _topk_projection_stage1_kernel(
             )
             if CAST_FP32:
                 w = w.to(tl.float32)
+            elif QUANT:  # int8 and e4m3 values are exact in h's dtype (bf16, fp16 or fp32)
+                w = w.to(h_ptr.dtype.element_ty)
             if USE_DOT:
                 acc = tl.dot(h_blk, tl.trans(w), acc, input_precision=INPUT_PRECISION)
             else:
@@ -285,11 +299,15 @@ def _topk_projection_stage1_kernel(
                 if CAST_FP32:
                     hb = hb.to(tl.float32)
                     w = w.to(tl.float32)
+                elif QUANT:
+                    w = w.to(h_ptr.dtype.element_ty)
                 if USE_DOT:
                     acc = tl.dot(hb, tl.trans(w), acc, input_precision=INPUT_PRECISION)
                 else:
                     acc += tl.sum(hb[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), 2)
 
+        if QUANT:  # h . q_r times the row's scale
+            acc *= tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
         if HAS_BIAS:
             bias = tl.load(b_ptr + offs_n * stride_b, mask=n_ok, other=0.0).to(tl.float32)
             acc += bias[None, :]
@@ -304,12 +322,20 @@ def _topk_projection_stage1_kernel(
                 nxt = tl.load(ex_ptr + rows64 * stride_exb + cur, mask=row_ok, other=BIG)
             acc = tl.where(excl != 0, float("-inf"), acc)
 
-        packed = _pack(acc, offs_n[None, :])
+        score = acc
+        if QUANT:  # the upper bound of each item's exact score: what is filtered and kept
+            e = tl.load(beta_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
+            e += sl0[:, None] * tl.load(err_ptr + offs_n * ERR_T, mask=n_ok, other=0.0)[None, :]
+            if ERR_T == 2:
+                e1 = tl.load(err_ptr + offs_n * ERR_T + 1, mask=n_ok, other=0.0)
+                e += sl1[:, None] * e1[None, :]
+            score = acc + e
+        packed = _pack(score, offs_n[None, :])
         if FILTER:
             # Append every score >= the row's bound (and NaN, which torch.topk ranks first) to
             # the row's candidate buffer; -inf (excluded) never enters. The counter keeps
             # counting past CAP, so the wrapper sees an overflow.
-            keep = ((acc >= thr_f[:, None]) & (acc > float("-inf"))) | (acc != acc)
+            keep = ((score >= thr_f[:, None]) & (acc > float("-inf"))) | (acc != acc)
             keep = keep & n_ok[None, :] & row_ok[:, None]
             pos = tl.atomic_add(cnt_ptrs, 1, mask=keep, sem="relaxed")
             tl.store(
@@ -755,10 +781,13 @@ def _launch(
     ex: torch.Tensor | None,
     plan: LaunchPlan,
     bound: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    quant: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run stage 1. Exact path: returns packed candidates ``[B, chunks * k]`` int64. Filter
     path (``bound = (thr [B] fp32, cnt [B] int32, buf [B, CAP] int64)``): fills ``buf``/``cnt``
-    and returns ``buf``."""
+    and returns ``buf``. ``quant = (scales [N], err [N, T], slack [B, T], beta [N])``, all fp32
+    contiguous, with ``W`` a quantized table (int8 or fp8): the filter path on the upper bounds
+    ``scale * (h . q) + b + slack @ err.T + beta`` (:func:`topk_quantized`)."""
     B, D = h.shape
     N = W.shape[0]
     if bound is None:
@@ -770,7 +799,9 @@ def _launch(
         cap = out.shape[1]
         stride_ob, stride_oc = out.stride(0), 0
     interp = _interpreting()
-    input_precision = "ieee" if (W.dtype == torch.float32 or interp) else "tf32"
+    fp32_dot = (h.dtype if quant is not None else W.dtype) == torch.float32
+    input_precision = "ieee" if (fp32_dot or interp) else "tf32"
+    scale, err, slack, beta = quant if quant is not None else (out, out, out, out)
     b_arg = b if b is not None else W  # dummy pointer, never read when HAS_BIAS is False
     ex_arg = ex if ex is not None else out
     H = ex.shape[1] if ex is not None else 0
@@ -783,6 +814,10 @@ def _launch(
         out,
         thr,
         cnt,
+        scale,
+        err,
+        slack,
+        beta,
         B,
         N,
         D,
@@ -811,20 +846,24 @@ def _launch(
         INPUT_PRECISION=input_precision,
         SKIP=plan.config.skip,
         EX_BLOCK=64,
+        QUANT=quant is not None,
+        ERR_T=1 if quant is None else err.shape[1],
         num_warps=plan.config.num_warps,
         num_stages=plan.config.num_stages,
     )
     return out.view(B, -1) if bound is None else out
 
 
-def _launch_planned(h, W, b, k, ex, config, forced, chunks, method, bound=None) -> torch.Tensor:
+def _launch_planned(
+    h, W, b, k, ex, config, forced, chunks, method, bound=None, quant=None
+) -> torch.Tensor:
     """Plan and launch; a config that does not fit this GPU falls back to small tiles."""
     B, D = h.shape
     N = W.shape[0]
     sms = _num_sms(h.device)
     try:
         plan = plan_launch(B, N, D, k, config, sms, chunks, method=method)
-        return _launch(h, W, b, k, ex, plan, bound)
+        return _launch(h, W, b, k, ex, plan, bound, quant)
     except OutOfResources:
         if forced:
             raise
@@ -842,7 +881,7 @@ def _launch_planned(h, W, b, k, ex, config, forced, chunks, method, bound=None) 
                 stacklevel=3,
             )
         plan = plan_launch(B, N, D, k, safe, sms, chunks, method=method)
-        return _launch(h, W, b, k, ex, plan, bound)
+        return _launch(h, W, b, k, ex, plan, bound, quant)
 
 
 def _pick_config(h, W, b, k, ex, method: str) -> KernelConfig:
@@ -1119,6 +1158,99 @@ def _topk_projection(h, W, b, k, exclude, method, config, chunks, sample_stride,
         sub_ex = ex[bad] if ex is not None else None
         scores[bad], ids[bad] = _unpack(_exact_packed(h[bad], W, b, k, sub_ex, None, None))
     return scores, ids
+
+
+#: The quantized filter path's candidate buffer is this many times the filter path's: items
+#: pass on their upper bounds, which sit above their scores by up to the quantization error.
+QUANT_CAP_FACTOR = 4
+#: Candidates the quantized path re-scores exactly per row, at least (then ``4 k``).
+QUANT_MIN_CANDIDATES = 256
+STATS["quantized_calls"] = 0
+STATS["quantized_fallback_rows"] = 0
+
+
+def topk_quantized(
+    h: torch.Tensor,
+    cat,
+    W: torch.Tensor,
+    k: int = 10,
+    exclude: ExcludeLike = None,
+    *,
+    candidates: int | None = None,
+    config: KernelConfig | None = None,
+    chunks: int | None = None,
+    sample_stride: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of ``h @ W.T + bias`` per row reading a quantized catalog: the same ids as the
+    full-precision ranking of ``W`` (up to scores equal within fp32 rounding).
+
+    ``cat`` is a :class:`lite_export.kernels.QuantizedCatalog` (int8 or fp8, bias inside) of the
+    rows ``W [N, d]`` (``h``'s dtype and device). Stage 1 is the filter path's kernel reading
+    ``cat.q`` (a quarter or half of ``W``'s bytes, dequantized in registers: int8 and e4m3 values
+    are exact in bf16) and filtering each item's *upper bound* ``scale * (h . q) + b + e`` (the
+    proven bound of :mod:`lite_export.kernels.quantized`, with :data:`~lite_export.kernels.
+    quantized.GPU_DOT_UNIT` for the tensor cores' accumulation) against the sampled bound of
+    the filter path (scored exactly from ``W``). The ``candidates`` largest bounds (default
+    ``max(4k, 256)``) are re-scored exactly from ``W`` in fp32 and the best ``k`` returned. A
+    row is exact when its k-th exact score is at least both the sampled bound and the next
+    candidate's upper bound (nothing left out can beat it) and its buffer did not overflow;
+    other rows are ranked again on ``W`` by the exact path.
+    """
+    from lite_export.kernels import quantized as Q
+
+    if not isinstance(cat, Q.QuantizedCatalog):
+        raise TypeError(f"cat must be a QuantizedCatalog, got {type(cat).__name__}")
+    if not isinstance(W, torch.Tensor) or tuple(W.shape) != cat.shape or W.device != cat.device:
+        got = f"{tuple(W.shape)} on {W.device}" if isinstance(W, torch.Tensor) else type(W).__name__
+        raise ValueError(
+            f"W must be the full-precision table the catalog was quantized from: W is {got}, "
+            f"the catalog {cat.shape} on {cat.device}"
+        )
+    check_ranking_inputs(h, W, cat.bias, k, exclude, max_k=MAX_K)
+    _check_device(h)
+    B, D = h.shape
+    N = W.shape[0]
+    if B == 0:
+        empty = torch.empty((0, k), device=h.device)
+        return empty, empty.to(torch.int64)
+    STATS["quantized_calls"] += 1
+    with _dispatch.device_guard(h):
+        ex = normalize_exclude(exclude, B, N, h.device)
+        b = cat.bias
+        thr, cap = sample_bound(h, W, b, k, sample_stride)
+        cap = min(max(k, N), cap * QUANT_CAP_FACTOR)
+        beta, _, rows, _, _ = Q._catalog_terms(cat, 32)
+        slack = Q._slack(h, cat, dot_unit=Q.GPU_DOT_UNIT).contiguous()  # [B, T]
+        quant = (cat.scales.contiguous(), rows.contiguous(), slack, beta.contiguous())
+        forced = config is not None
+        if config is None:
+            config = heuristic_config(B, D, k, h.dtype, _arch(h.device), "filter")
+        cnt = torch.zeros(B, dtype=torch.int32, device=h.device)
+        buf = torch.full((B, cap), _SENTINEL, dtype=torch.int64, device=h.device)
+        _launch_planned(
+            h, cat.q, b, k, ex, config, forced, chunks, "filter", (thr, cnt, buf), quant
+        )
+        M = min(cap, max(k, candidates or max(4 * k, QUANT_MIN_CANDIDATES)))
+        top = torch.topk(buf, min(M + 1, cap), dim=1).values  # largest bounds first
+        ub, ids = _unpack(top)
+        valid = top != _SENTINEL
+        cand = torch.where(valid[:, :M], ids[:, :M], torch.zeros_like(ids[:, :M]))
+        exact = torch.bmm(W[cand].float(), h.float().unsqueeze(2)).squeeze(2)
+        if b is not None:
+            exact = exact + b[cand]
+        exact = torch.where(valid[:, :M], exact, torch.full_like(exact, float("-inf")))
+        scores, j = torch.topk(exact, k, dim=1)
+        out_ids = torch.gather(cand, 1, j)
+        nxt = torch.full_like(thr, float("-inf"))
+        if top.shape[1] > M:
+            nxt = torch.where(valid[:, M], ub[:, M], nxt)
+        ok = (cnt <= cap) & (scores[:, -1] >= torch.maximum(thr, nxt))
+        if not bool(ok.all()):  # one host sync; rows the bound could not settle
+            bad = (~ok).nonzero().squeeze(1)
+            STATS["quantized_fallback_rows"] += int(bad.numel())
+            sub_ex = ex[bad] if ex is not None else None
+            scores[bad], out_ids[bad] = _unpack(_exact_packed(h[bad], W, b, k, sub_ex, None, None))
+        return scores, out_ids
 
 
 def topk_projection_static(

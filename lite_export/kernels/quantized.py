@@ -238,8 +238,15 @@ def quantize_catalog(
     return QuantizedCatalog(q=q, scales=scales, bias=bias)
 
 
-def _gamma(n: int) -> float:
-    return n * _U / (1 - n * _U)
+#: Rounding unit allowed for a GPU tensor-core dot product with fp32 accumulation: 4 u. NVIDIA's
+#: tensor cores are not IEEE round-to-nearest (products are exact, additions may truncate after
+#: aligning to the largest exponent of a group: Fasi et al., "Numerical behavior of NVIDIA tensor
+#: cores", PeerJ CS 2021), so the fused kernel's bound allows two more bits per addition.
+GPU_DOT_UNIT = 4 * _U
+
+
+def _gamma(n: int, unit: float = _U) -> float:
+    return n * unit / (1 - n * unit)
 
 
 def error_bounds(
@@ -260,10 +267,14 @@ def _round_up(c: float) -> float:
     return c * (1 + 1e-6)
 
 
-def _slack(h: torch.Tensor, cat: QuantizedCatalog) -> torch.Tensor:
-    """``[B, T]``: the query's part of each term of the bound, computed in float64, rounded up."""
+def _slack(h: torch.Tensor, cat: QuantizedCatalog, dot_unit: float = _U) -> torch.Tensor:
+    """``[B, T]``: the query's part of each term of the bound, computed in float64, rounded up.
+
+    ``dot_unit``: the rounding unit of the quantized score's dot product (``GPU_DOT_UNIT`` for
+    the fused kernel's tensor cores); the exact re-rank's is IEEE fp32's."""
     d = cat.shape[1]
-    rounding = 2 * _gamma(d + 3) + 16 * _U  # both fp32 evaluations and the comparisons
+    # both fp32 evaluations and the comparisons
+    rounding = _gamma(d + 3, dot_unit) + _gamma(d + 3) + 16 * _U
     l1 = h.double().abs().sum(dim=1)
     if cat.precision == "int8":  # |q| <= 127 whatever qmax: a safe bound of the rounding part
         return (l1 * _round_up(0.5 + _QMAX * rounding)).float().unsqueeze(1)
@@ -392,7 +403,8 @@ def rank_quantized(
     ``chunk_items`` / ``group``: as in ``rank_cpu``. Returns ``(scores [B, k] float32,
     ids [B, k] int64)``, best first; a row with fewer than ``k`` non-excluded items ends with
     ``-inf`` scores on excluded ids. ``exclude``: see :mod:`lite_export.kernels.reference`. Pure
-    torch; tuned for CPU (the GPU path is not built yet). int8 and fp8 catalogs alike.
+    torch; tuned for CPU (on CUDA, ``rank(..., catalog=)`` runs the fused kernel's quantized
+    filter path, ``fused.topk_quantized``). int8 and fp8 catalogs alike.
     """
     if not isinstance(cat, QuantizedCatalog):
         raise TypeError(f"cat must be a QuantizedCatalog, got {type(cat).__name__}")

@@ -72,6 +72,7 @@ def bench(monkeypatch):
         b, "row_plan", lambda quick: [(400, 16, [(1, 10), (3, 5)]), (300, 8, [(2, 7)])]
     )
     monkeypatch.setattr(b, "EXACT_COMPARE", {(400, 16)})
+    monkeypatch.setattr(b, "QUANT_COMPARE", {(400, 16)})
     from lite_export.kernels import fused
 
     monkeypatch.setattr(fused, "FILTER_MIN_N", 0)  # the filter path: the exact one is slow here
@@ -89,9 +90,17 @@ def test_gpu_code_runs_and_reports_auto_against_the_best_path(bench, tmp_path):
     provs = [r["provider"] for r in rows]
     assert provs.count("auto") == 3 and provs.count("rank-torch") == 3, provs
     assert "triton-exact" in provs and "triton+exclude200" in provs
+    assert provs.count("triton-int8") == 2 and provs.count("triton-fp8") == 2, provs
     assert not [r for r in rows if r.get("error")], [r for r in rows if r.get("error")]
     for r in rows:
-        if r["provider"] in ("triton", "triton-exact", "rank-torch", "auto"):
+        if r["provider"] in (
+            "triton",
+            "triton-exact",
+            "triton-int8",
+            "triton-fp8",
+            "rank-torch",
+            "auto",
+        ):
             assert r["correct"] is True, r
     autos = [r for r in rows if r["provider"] == "auto"]
     for r in autos:

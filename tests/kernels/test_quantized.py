@@ -353,18 +353,19 @@ def test_exclude_list_format_and_rank_hook():
     assert torch.equal(rank(h, W, b, 10, ex)[1], rank_cpu(h, W, b, 10, ex)[1])  # unchanged
     with pytest.raises(ValueError, match="b=None"):
         rank(h, W, b, 10, catalog=cat)
-    with pytest.raises(ValueError, match="'auto' or 'cpu'"):
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'filter'"):
         rank(h, W, k=10, catalog=cat, method="torch")
     with pytest.raises(TypeError, match="QuantizedCatalog"):
         rank(h, W, k=10, catalog=W)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_rank_hook_on_cuda_is_not_built_yet():  # pragma: no cover - GPU only
+@pytest.mark.gpu
+def test_rank_hook_on_cuda_runs_the_fused_quantized_path():  # pragma: no cover - GPU only
     h, W, b = _inputs(2, 100, 8)
     cat = quantize_catalog(W.cuda(), b.cuda())
-    with pytest.raises(NotImplementedError, match="not built yet"):
-        rank(h.cuda(), W.cuda(), k=5, catalog=cat)
+    v, i = rank(h.cuda(), W.cuda(), k=5, catalog=cat)
+    assert torch.equal(i.cpu(), rank_cpu(h, W, b, 5)[1])
 
 
 @PRECISIONS

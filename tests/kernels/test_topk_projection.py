@@ -163,10 +163,10 @@ def test_out_of_resources_falls_back_to_small_tiles(monkeypatch):
 
     real = tp._launch
 
-    def launch(h, W, b, k, ex, plan, bound=None):
+    def launch(h, W, b, k, ex, plan, bound=None, quant=None):
         if plan.config.reason != "OutOfResources fallback":
             raise OutOfResources(300_000, 232_448, "shared memory")
-        return real(h, W, b, k, ex, plan, bound)
+        return real(h, W, b, k, ex, plan, bound, quant)
 
     monkeypatch.setattr(tp, "_launch", launch)
     monkeypatch.setattr(tp.torch.cuda, "get_device_name", lambda *a: "small GPU")
