@@ -204,9 +204,10 @@ class TorchEngine(Engine):
     kernels and with the math path and keep the faster --, "default", "math"), ``catalog``
     ("full" -- the default: the fp32 head in memory --, or "quantized": rank the artifact's
     quantized catalog (``lite export --catalog-precision int8|fp8``) with the exact re-rank of
-    :func:`lite_export.kernels.rank_quantized`; the head stays a memory map of
+    :func:`lite_export.kernels.rank_quantized`; on CPU the head stays a memory map of
     ``head.safetensors`` of which only the candidates' rows are read, so the table in RAM is a
-    quarter of the fp32 one; CPU, ``graph="off"``; the same top-k)."""
+    quarter of the fp32 one; on CUDA the fused kernel's quantized path; eager (``graph="off"``);
+    the same top-k)."""
 
     name = "torch"
 
@@ -286,17 +287,27 @@ class TorchEngine(Engine):
         dtype = encoder.item_table.dtype
         self.quantized = catalog
         if catalog is not None:
-            if device.type != "cpu" or (opts.get("graph") or "auto") not in ("auto", "off"):
+            if (opts.get("graph") or "auto") not in ("auto", "off"):
                 raise ValueError(
-                    "catalog='quantized' ranks on the CPU, eagerly (graph='off'): the GPU path "
-                    f"of the quantized catalog is not built yet (device {device}, graph "
-                    f"{opts.get('graph')!r}); use catalog='full' there"
+                    "catalog='quantized' ranks eagerly (graph='off'): its exact re-rank decides "
+                    f"on the host which rows to re-rank, which a CUDA graph cannot hold (graph "
+                    f"{opts.get('graph')!r}); use catalog='full' for whole-request graphs"
                 )
-            weight = weight.float()  # fp32 already: the memory map stays one
-            _advise_random(weight)
+            if device.type == "cpu":
+                weight = weight.float()  # fp32 already: the memory map stays one
+                _advise_random(weight)
+            else:  # the fused kernel's quantized path: catalog and rows on the GPU
+                from lite_export.kernels import QuantizedCatalog
+
+                self.quantized = QuantizedCatalog(
+                    q=catalog.q.to(device),
+                    scales=catalog.scales.to(device),
+                    bias=None if catalog.bias is None else catalog.bias.to(device),
+                )
         with device_guard(device):
             self.encoder = encoder.to(device).eval()
-            self.weight = weight if catalog is not None else weight.to(device, dtype).contiguous()
+            keep = catalog is not None and device.type == "cpu"
+            self.weight = weight if keep else weight.to(device, dtype).contiguous()
             self.bias = bias.to(device, dtype).contiguous()
         self.attention = opts.get("attention") or "auto"
         if self.attention not in ("auto", *ATTENTION_BACKENDS):
@@ -311,7 +322,7 @@ class TorchEngine(Engine):
         if mode not in GRAPH_MODES:
             raise ValueError(f"graph must be one of {GRAPH_MODES}, got {mode!r}")
         if mode == "auto":
-            mode = "capture" if device.type == "cuda" else "off"
+            mode = "capture" if device.type == "cuda" and catalog is None else "off"
         if mode in ("capture", "compile") and device.type != "cuda":
             raise ValueError(
                 f"graph={mode!r} needs a CUDA device, the engine runs on {device}; use "
@@ -398,6 +409,8 @@ class TorchEngine(Engine):
             if self.device.type == "cpu" and h.dtype != torch.float32:  # CPU path ranks in fp32
                 h, w, b = h.float(), w.float(), b.float()
             if self.quantized is not None:  # the catalog holds the bias
+                if h.dtype != w.dtype:
+                    h = h.to(w.dtype)
                 scores, indices = rank(h, w, None, k, ex, catalog=self.quantized)
             else:
                 scores, indices = rank(h, w, b, k, ex, method=self.ranker)

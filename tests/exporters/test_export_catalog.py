@@ -217,5 +217,5 @@ def test_torch_engine_quantized_catalog_errors(artifact, int8_artifact):
         lite_export.load(artifact, engine="torch", catalog="quantized")
     with pytest.raises(ValueError, match="catalog must be one of"):
         lite_export.load(int8_artifact, engine="torch", catalog="int8")
-    with pytest.raises(ValueError, match="ranks on the CPU, eagerly"):
+    with pytest.raises(ValueError, match="ranks eagerly"):
         lite_export.load(int8_artifact, engine="torch", catalog="quantized", graph="static")
