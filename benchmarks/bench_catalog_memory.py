@@ -89,7 +89,10 @@ def write_inputs(directory: Path, N: int, d: int, seed: int = 0) -> None:
     save_file(quantize_catalog(W, b).state_dict(), str(directory / "catalog.safetensors"))
     t = QG.head_tables(W, b)
     calib = torch.randn(64, d, generator=torch.Generator().manual_seed(seed + 1))
-    M = _calibrate(t, calib, W, b)
+    from lite_export.kernels import rank_cpu
+
+    kth = rank_cpu(calib, W, b, K)[0][:, -1].numpy()
+    M = QG.calibrate_on_vectors(t, calib.numpy(), kth, K)["candidates"]
     models = {"int8.onnx": QG.head_model(t, K, M), "fp32.onnx": _fp32_head(W, b, N)}
     for name, model in models.items():
         onnx.save_model(
@@ -100,25 +103,6 @@ def write_inputs(directory: Path, N: int, d: int, seed: int = 0) -> None:
             size_threshold=1024,
         )
     (directory / "meta.json").write_text(json.dumps({"candidates": M}))
-
-
-def _calibrate(t, calib, W, b) -> int:
-    import onnxruntime as ort
-
-    from lite_export.exporters import quantized_graph as QG
-    from lite_export.kernels import rank_cpu
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    model = QG.head_model(t, K, K, debug=True)
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    bounds = sess.run(
-        ["quantized_bounds"],
-        {"user_vectors": calib.numpy(), "exclude_ids": np.full((64, 1), t.num_items, np.int64)},
-    )[0]
-    kth = rank_cpu(calib, W, b, K)[0][:, -1].numpy()
-    need = int((bounds >= kth[:, None]).sum(axis=1).max())
-    return int(min(t.num_items - 1, max(K, 1 << (2 * need - 1).bit_length())))
 
 
 def _fp32_head(W, b, N):

@@ -100,29 +100,13 @@ def make_onnxruntime_int8(h, W, b, k):
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
 
-    def session(model):
-        return ort.InferenceSession(
-            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
-        )
-
     # M from 64 other queries of the same distribution, as the export calibrates on probe users
     calib = torch.randn(64, d, generator=torch.Generator().manual_seed(12345))
     kth = rank_cpu(calib, W, b, k)[0][:, -1].numpy()
-
-    class _Feeds:  # the head model takes user vectors where the export's graph takes item ids
-        def __init__(self, sess):
-            self.sess = sess
-
-        def run(self, names, feeds):
-            return self.sess.run(
-                names, {"user_vectors": feeds["item_ids"], "exclude_ids": feeds["exclude_ids"]}
-            )
-
-    debug = _Feeds(session(QG.head_model(tables, k, k, debug=True)))
-    pad = np.full((64, 1), N, dtype=np.int64)
-    M = QG.calibrate_candidates(debug, [calib.numpy()], [pad], [kth], k, N)["candidates"]
-    del debug
-    sess = session(QG.head_model(tables, k, M))
+    M = QG.calibrate_on_vectors(tables, calib.numpy(), kth, k)["candidates"]
+    sess = ort.InferenceSession(
+        QG.head_model(tables, k, M).SerializeToString(), so, providers=["CPUExecutionProvider"]
+    )
     feeds = {"user_vectors": h.numpy(), "exclude_ids": np.full((h.shape[0], 1), N, np.int64)}
 
     def run():

@@ -601,10 +601,12 @@ def _write_int8_graph(tmp: Path, graph: RankingGraph, refs, opts, external: bool
     if M is None:  # the debug graph's bounds on the probe users, against PyTorch's k-th scores
         debug = QG.attach_head(encoder, tables, opts.k, opts.k, debug=True)
         sess = _session_from_model(debug)
+        bounds = [
+            sess.run(["quantized_bounds"], {"item_ids": ids, "exclude_ids": ex})[0]
+            for ids, ex, _ in refs
+        ]
         kth = [-np.sort(-ref, axis=1)[:, opts.k - 1] for _, _, ref in refs]
-        calibration = QG.calibrate_candidates(
-            sess, [r[0] for r in refs], [r[1] for r in refs], kth, opts.k, n
-        )
+        calibration = QG.calibrate_candidates(bounds, kth, opts.k, n)
         M = calibration["candidates"]
         del sess, debug
     say(

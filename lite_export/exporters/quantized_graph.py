@@ -60,6 +60,7 @@ __all__ = [
     "bound_vectors",
     "build_head",
     "calibrate_candidates",
+    "calibrate_on_vectors",
     "head_model",
     "head_tables",
 ]
@@ -491,24 +492,15 @@ def head_model(t: QuantizedHead, k: int, candidates: int, *, opset: int = 18, de
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def calibrate_candidates(
-    session,
-    item_ids: list[np.ndarray],
-    exclude: list[np.ndarray],
-    kth: list[np.ndarray],
-    k: int,
-    N: int,
-) -> dict:
-    """How many candidates the probe batches needed: per row, the number of items whose bound
-    reaches the row's exact k-th score (``kth``, from PyTorch), read from a ``debug`` graph's
-    ``quantized_bounds``. Returns ``{"needed_max", "needed_p99", "candidates"}``: ``candidates``
-    is twice the largest need rounded up to a power of two, in ``[k, N - 1]``."""
+def calibrate_candidates(bounds: list[np.ndarray], kth: list[np.ndarray], k: int, N: int) -> dict:
+    """How many candidates probe batches needed: per row, the number of items whose bound
+    (``bounds``: a ``debug`` graph's ``quantized_bounds`` per batch) reaches the row's exact k-th
+    score (``kth``, e.g. from PyTorch). Returns ``{"needed_max", "needed_p99", "candidates"}``:
+    ``candidates`` is twice the largest need rounded up to a power of two, in ``[k, N - 1]``."""
     needed = []
-    for ids, ex, t in zip(item_ids, exclude, kth, strict=True):
-        (bounds,) = session.run(["quantized_bounds"], {"item_ids": ids, "exclude_ids": ex})
-        finite = np.isfinite(t)
-        cnt = (bounds >= t[:, None]).sum(axis=1)
-        needed.extend(int(c) for c, f in zip(cnt, finite, strict=True) if f)
+    for ub, t in zip(bounds, kth, strict=True):
+        cnt = (ub >= t[:, None]).sum(axis=1)
+        needed.extend(int(c) for c, f in zip(cnt, np.isfinite(t), strict=True) if f)
     top = max(needed, default=k)
     want = 1 << max(0, math.ceil(math.log2(max(1, 2 * top))))
     return {
@@ -516,3 +508,17 @@ def calibrate_candidates(
         "needed_p99": float(np.percentile(needed, 99)) if needed else 0.0,
         "candidates": int(min(N - 1, max(k, want))),
     }
+
+
+def calibrate_on_vectors(t: QuantizedHead, h: np.ndarray, kth: np.ndarray, k: int) -> dict:
+    """:func:`calibrate_candidates` for user vectors ``h [B, d]`` (fp32) with exact k-th scores
+    ``kth [B]``: runs the head's debug graph in ONNX Runtime (benchmarks on random vectors)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    model = head_model(t, k, k, debug=True)
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    pad = np.full((h.shape[0], 1), t.num_items, np.int64)
+    bounds = sess.run(["quantized_bounds"], {"user_vectors": h, "exclude_ids": pad})
+    return calibrate_candidates(bounds, [kth], k, t.num_items)

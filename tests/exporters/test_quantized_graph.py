@@ -223,21 +223,9 @@ def test_calibration_picks_enough_candidates():
     """calibrate_candidates reads the debug bounds: with its M every probe row settles."""
     B, N, d, k = 32, 20_000, 32, 10
     h, W, b = _inputs(B, N, d, seed=12)
-    t = QG.head_tables(W, b)
-
-    class _Enc:  # the head model stands in for the encoder + head (item_ids -> user vectors)
-        def __init__(self, sess):
-            self.sess = sess
-
-        def run(self, names, feeds):
-            return self.sess.run(
-                names, {"user_vectors": feeds["item_ids"], "exclude_ids": feeds["exclude_ids"]}
-            )
-
-    sess = _Enc(_session(QG.head_model(t, k, k, debug=True)))
-    ex = np.full((B, 1), N)
+    *_, bounds = run_head(W, b, h, k, k, debug=True)
     kth = rank_cpu(h, W, b, k)[0][:, -1].numpy()
-    res = QG.calibrate_candidates(sess, [h.numpy()], [ex], [kth], k, N)
+    res = QG.calibrate_candidates([bounds], [kth], k, N)
     assert k <= res["needed_max"] <= res["candidates"] <= N - 1
     _, _, settled = run_head(W, b, h, k, res["candidates"])
     assert settled.all()
