@@ -447,13 +447,8 @@ def export_artifact(
             opts,
             external,
         )
-        probes = probe_histories(n, max_hist, opts.probes, opts.seed)
-        refs = probe_references(model, probes)
         catalog = None
-        if int8_graph:
-            catalog = _write_int8_graph(tmp, graph, refs, opts, external, say)
-            files += sorted(p.name for p in tmp.glob("model.onnx*"))
-        else:
+        if not int8_graph:  # the int8 graph is built below, calibrated on the probes
             say(f"exporting model.onnx ({opts.precision}, K={opts.k}, opset {opts.opset})")
             files += _export(
                 graph,
@@ -464,10 +459,16 @@ def export_artifact(
                 opts,
                 external,
             )
+        probes = probe_histories(n, max_hist, opts.probes, opts.seed)
         say("validating against PyTorch in ONNX Runtime")
-        # each graph on each probe batch (+ the encoder once)
-        checks = 2 * (2 if opts.optimize else 1) + 1
+        # PyTorch references, then each graph on each probe batch (+ the encoder once)
+        checks = 1 + 2 * (2 if opts.optimize else 1) + 1
         with progress.task("validating in ONNX Runtime", checks, unit="check") as bar:
+            refs = probe_references(model, probes)
+            bar.advance(info="PyTorch references")
+            if int8_graph:
+                catalog = _write_int8_graph(tmp, graph, refs, opts, external, say)
+                files += sorted(p.name for p in tmp.glob("model.onnx*"))
             parity = {"model.onnx": _validate(tmp / "model.onnx", refs, opts, bar)}
             parity["user_encoder.onnx"] = _validate_encoder(
                 encoder, tmp / "user_encoder.onnx", model, probes, opts
