@@ -1118,6 +1118,13 @@ def serve(
             help="Requests waiting for the engine before 503 + Retry-After \\[default: 256]."
         ),
     ] = None,
+    busy_poll_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="After each request, poll for the next one this long instead of sleeping (no "
+            "CPU wake-up delay; costs up to a core while polling) \\[default: 0: off]."
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(help="Engine intra-op threads \\[default: half the cores].")
     ] = None,
@@ -1158,6 +1165,7 @@ def serve(
             max_batch=max_batch,
             max_delay_ms=max_delay_ms,
             max_queue=max_queue,
+            busy_poll_ms=busy_poll_ms,
             threads=threads,
             api_key=api_key,
             insecure=insecure or None,
@@ -1273,6 +1281,10 @@ def bench(
         float | None,
         typer.Option(help="HTTP: the servers' --max-delay-ms \\[default: 0, continuous]."),
     ] = None,
+    busy_poll_ms: Annotated[
+        float | None,
+        typer.Option(help="HTTP: the servers' --busy-poll-ms \\[default: 0, off]."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib).")] = True,
     progress: ProgressOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampled histories.")] = 0,
@@ -1300,6 +1312,8 @@ def bench(
             serve_settings["max_batch"] = max_batch
         if max_delay_ms is not None:
             serve_settings["max_delay_ms"] = max_delay_ms
+        if busy_poll_ms is not None:
+            serve_settings["busy_poll_ms"] = busy_poll_ms
         if not name or "/" in name or name.startswith("."):
             _fail(f"--name must be a plain file stem like 'serve', got {name!r}")
         cfg = BenchConfig(

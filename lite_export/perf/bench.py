@@ -602,7 +602,9 @@ def tables(rows: list[dict]):
 def _batching(r: dict) -> str:
     serving = r.get("serving") or {}
     mode = serving.get("batching", "?")
-    return f"timed {serving.get('max_delay_ms'):g} ms" if mode == "timed" else mode
+    out = f"timed {serving.get('max_delay_ms'):g} ms" if mode == "timed" else mode
+    poll = serving.get("busy_poll_ms") or 0
+    return f"{out}, busy poll {poll:g} ms" if poll else out
 
 
 def machine_load(rows: list[dict]) -> list[str]:

@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException
 from lite_export import __version__
 from lite_export.serving import oip
 from lite_export.serving.batcher import Closed, MicroBatcher, QueueFull
+from lite_export.serving.busypoll import BusyPoll
 from lite_export.serving.metrics import Metrics
 from lite_export.serving.model import Job, ModelHandle, RequestError
 from lite_export.serving.settings import ServeSettings, default_threads
@@ -249,6 +250,13 @@ HINTS = {
 
 
 # ---------------------------------------------------------------------- state
+#: Busy polling (``--busy-poll-ms``) starts only after this long without two HTTP requests in
+#: flight at once: under load, a loop that reads each request the moment it arrives would run
+#: them one by one on the idle-engine path instead of batching them (measured: ONNX Runtime at
+#: 32 clients served 1,340 instead of 1,760 requests/s when it polled then).
+SOLO_S = 1.0
+
+
 class ServerState:
     """The served model, the batcher and the metrics of one app."""
 
@@ -264,6 +272,8 @@ class ServerState:
         self._on_fatal = on_fatal
         self.route_paths: set[str] = set()  # metric labels: route templates only
         self.active = 0  # requests in ServerState.run (on the event loop)
+        self.in_flight = 0  # HTTP requests between the outermost layer's entry and exit
+        self.last_concurrent = 0.0  # perf_counter when two or more were last in flight
         self.batcher = MicroBatcher(
             settings.max_batch,
             settings.max_delay_ms / 1000.0,
@@ -271,6 +281,12 @@ class ServerState:
             on_batch=self._on_batch,
             on_depth=self.metrics.queue_depth.set,
         )
+
+        self.poller = BusyPoll(
+            settings.busy_poll_ms / 1000.0,
+            lambda: self.active == 0 and not self.batcher.working,
+        )
+        self.metrics.busy_poll_seconds.set_function(lambda: self.poller.polled_s)
 
     def _on_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
@@ -383,7 +399,10 @@ class ServerState:
                 # this one reach the queue or this count, and are batched instead
                 await asyncio.sleep(0)
                 if self.active == 1 and self.batcher.claim():
-                    return [self.batcher.run_claimed(jobs[0])]
+                    out = [self.batcher.run_claimed(jobs[0])]
+                    if time.perf_counter() - self.last_concurrent > SOLO_S:
+                        self.poller.kick()  # one client at a time: poll for the next request
+                    return out
             return await self._queued(jobs)
         finally:
             self.active -= 1
@@ -644,6 +663,10 @@ class _Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        state = self.state
+        state.in_flight += 1
+        if state.in_flight > 1:
+            state.last_concurrent = start
         status = [500]
         label = None
         limit = self.state.settings.max_body_bytes
@@ -705,6 +728,7 @@ class _Guard:
 
             await self.app(scope, receive_limited, send_counted)
         finally:
+            state.in_flight -= 1
             path = label or getattr(scope.get("route"), "path", None)
             if path is None:
                 path = scope["path"] if scope["path"] in self.state.route_paths else "unmatched"
@@ -864,6 +888,7 @@ def create_app(settings: ServeSettings, *, on_fatal=None) -> FastAPI:
                 "max_batch",
                 "max_delay_ms",
                 "max_queue",
+                "busy_poll_ms",
                 "threads",
                 "max_body_bytes",
                 "api_key",

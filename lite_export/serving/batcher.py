@@ -144,6 +144,11 @@ class MicroBatcher:
         """Continuous batching with the engine free and nothing queued (a hint: see claim)."""
         return not (self._busy or self._queue or self.max_delay_s > 0 or self._closed)
 
+    @property
+    def working(self) -> bool:
+        """The engine is running a batch or a claimed call, or requests wait for it."""
+        return self._busy or bool(self._queue)
+
     def claim(self) -> bool:
         """Take the idle engine for one call on this thread (continuous mode, nothing queued);
         :meth:`run_claimed` makes the call and gives the engine back."""

@@ -55,6 +55,11 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("lite_ready", "1 when the model is loaded and warmed up", registry=r)
+        self.busy_poll_seconds = Gauge(
+            "lite_busy_poll_seconds",
+            "Seconds the event loop has spent busy polling in all (--busy-poll-ms; 0 when off)",
+            registry=r,
+        )
 
     def set_model(self, model_id: str, engine: str, artifact: str) -> None:
         self.model_info.clear()

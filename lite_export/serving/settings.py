@@ -38,6 +38,10 @@ class ServeSettings:
     max_delay_ms: float = 0.0
     #: requests waiting for the engine; beyond it new requests get 503 + Retry-After
     max_queue: int = 256
+    #: after each request, keep the event loop polling (not sleeping) this long while the engine
+    #: is idle, so the next request is not delayed by the CPU's wake-up from idle (0: off; costs
+    #: up to one core while it polls; see docs/serving.md "Busy polling")
+    busy_poll_ms: float = 0.0
     #: intra-op threads of the engine (None: half the cores, see :func:`default_threads`)
     threads: int | None = None
     api_key: str | None = None
@@ -130,6 +134,12 @@ class ServeSettings:
                 f"max_delay_ms must be a number of milliseconds 0..10000, got {d!r}"
             )
         self.max_delay_ms = float(d)
+        bp = self.busy_poll_ms
+        if isinstance(bp, bool) or not isinstance(bp, int | float) or not 0 <= bp <= 1000:
+            raise SettingsError(
+                f"busy_poll_ms must be a number of milliseconds 0..1000 (0: off), got {bp!r}"
+            )
+        self.busy_poll_ms = float(bp)
         if not isinstance(self.graceful_timeout_s, int | float) or self.graceful_timeout_s < 0:
             raise SettingsError("graceful_timeout_s must be a number of seconds >= 0")
         for flag in ("insecure", "access_log"):
