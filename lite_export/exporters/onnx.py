@@ -260,12 +260,14 @@ def validation_providers(precision: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _session(path: Path, precision: str = "fp32"):
+def _session(path, precision: str = "fp32"):
+    """An ONNX Runtime session of a graph file, or of an in-memory ModelProto."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=validation_providers(precision))
+    source = str(path) if isinstance(path, str | os.PathLike) else path.SerializeToString()
+    return ort.InferenceSession(source, so, providers=validation_providers(precision))
 
 
 def optimize_with_ort(src: Path, dst: Path, external: bool, precision: str = "fp32") -> dict:
@@ -601,7 +603,7 @@ def _write_int8_graph(tmp: Path, graph: RankingGraph, refs, opts, external: bool
     M = opts.catalog_candidates
     if M is None:  # the debug graph's bounds on the probe users, against PyTorch's k-th scores
         debug = QG.attach_head(encoder, tables, opts.k, opts.k, debug=True)
-        sess = _session_from_model(debug)
+        sess = _session(debug, opts.precision)
         bounds = [
             sess.run(["quantized_bounds"], {"item_ids": ids, "exclude_ids": ex})[0]
             for ids, ex, _ in refs
@@ -630,14 +632,6 @@ def _write_int8_graph(tmp: Path, graph: RankingGraph, refs, opts, external: bool
         "candidates": M,
         "calibration": calibration,
     }
-
-
-def _session_from_model(model):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def _write_catalog(tmp: Path, graph: RankingGraph, opts, graph_entry, parity) -> dict:

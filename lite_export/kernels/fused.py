@@ -230,14 +230,14 @@ def _topk_projection_stage1_kernel(
         # Admission bound per row (fp32); padded rows get +inf and never admit anything.
         thr_f = tl.load(thr_ptr + rows, mask=row_ok, other=float("inf"))
         cnt_ptrs = tl.broadcast_to(cnt_ptr + rows[:, None], (BLOCK_B, BLOCK_N))
+    else:
+        best = tl.full((BLOCK_B, K_PAD), SENTINEL, tl.int64)  # ascending; column 0 = threshold
+        thr = tl.full((BLOCK_B,), SENTINEL, tl.int64)
     if QUANT:
         # the query's terms of the quantization bound e = slack @ err.T + beta (quantized.py)
         sl0 = tl.load(slack_ptr + rows64 * ERR_T, mask=row_ok, other=0.0)
         if ERR_T == 2:
             sl1 = tl.load(slack_ptr + rows64 * ERR_T + 1, mask=row_ok, other=0.0)
-    else:
-        best = tl.full((BLOCK_B, K_PAD), SENTINEL, tl.int64)  # ascending; column 0 = threshold
-        thr = tl.full((BLOCK_B,), SENTINEL, tl.int64)
 
     if HAS_EXCLUDE:
         # cursor[r] = number of row r's excluded ids below this chunk (rows are sorted).
