@@ -10,6 +10,9 @@
 # lite-export cache (LITE_EXPORT_CACHE) when present, so the item LLM need not be installed there.
 # CONFIGS: one grid point per line (quality.py flags). MERGE_WITH: earlier result folders
 # (holding quality_runs.json) whose runs join the selection. DATASETS: which data sets (default both).
+# SEEDS: the seeds every grid point runs with (default "0 1 2": the merge reports mean ± std over
+# them and a paired bootstrap of Lite-LLM4Rec minus SASRec per seed). BUDGET=none trains each run
+# until early stopping (patience) instead of for a fixed time.
 set -u
 OUT=${OUT:-benchmarks/results/quality_gpu}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
@@ -18,6 +21,9 @@ PY=${PYTHON:-python3}
 CONFIGS=${CONFIGS:-"--rec-arch llama --d-model 64 --dropout 0.2
 --rec-arch gpt2 --d-model 128 --dropout 0.3"}
 MERGE_WITH=${MERGE_WITH:-}
+SEEDS=${SEEDS:-0 1 2}
+budget_flag="--max-train-seconds $BUDGET"
+[ "$BUDGET" = none ] && budget_flag=""
 mkdir -p "$OUT/runs"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
@@ -27,12 +33,15 @@ for ds in ${DATASETS:-ml-1m amazon-beauty}; do
   for model in SASRec Lite-LLM4Rec; do
     while IFS= read -r cfg; do
       [ -z "$cfg" ] && continue
-      extra=""
-      [ "$model" = SASRec ] && [ "$cfg" = "$first" ] && extra="most-popular"
-      # shellcheck disable=SC2086
-      $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
-        --out "$OUT/runs/r$i" $cfg --max-train-seconds "$BUDGET" > "$OUT/runs/r$i.log" 2>&1 &
-      i=$((i + 1))
+      for seed in $SEEDS; do
+        extra=""
+        [ "$model" = SASRec ] && [ "$cfg" = "$first" ] && [ "$seed" = "${SEEDS%% *}" ] \
+          && extra="most-popular"
+        # shellcheck disable=SC2086
+        $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
+          --out "$OUT/runs/r$i" $cfg --seed "$seed" $budget_flag > "$OUT/runs/r$i.log" 2>&1 &
+        i=$((i + 1))
+      done
     done <<< "$CONFIGS"
   done
 done

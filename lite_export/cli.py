@@ -152,7 +152,23 @@ def train(
     d_model: Annotated[int | None, typer.Option(help="Rec LLM width.")] = None,
     n_layers: Annotated[int | None, typer.Option(help="Rec LLM layers.")] = None,
     n_heads: Annotated[int | None, typer.Option(help="Rec LLM attention heads.")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout.")] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Dropout on the item inputs and attention.")
+    ] = None,
+    resid_dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Dropout on each attention and MLP block's output before the residual add "
+            "(SASRec's); default: the architecture's (gpt2: --dropout; llama, qwen2: none)."
+        ),
+    ] = None,
+    item_fusion: Annotated[
+        str | None,
+        typer.Option(
+            help="sum|gate: how the item-LLM vector and the item-id embedding are combined "
+            "(gate: a learned per-dimension mix)."
+        ),
+    ] = None,
     max_history: Annotated[
         int | None, typer.Option(help="Positions the model sees (default: the data set's).")
     ] = None,
@@ -162,6 +178,12 @@ def train(
         int | None, typer.Option(help="Sequences per batch (per process).")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="AdamW weight decay (not on biases and norms).")
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing of the cross-entropy targets.")
+    ] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience (epochs).")] = None,
     loss: Annotated[str | None, typer.Option(help="full|sampled softmax.")] = None,
     num_negatives: Annotated[int | None, typer.Option(help="Negatives for --loss sampled.")] = None,
@@ -267,6 +289,8 @@ def train(
                         n_layers=n_layers,
                         n_heads=n_heads,
                         dropout=dropout,
+                        resid_dropout=resid_dropout,
+                        item_fusion=item_fusion,
                         max_history=max_history or ds.max_history,
                     )
                     model_cfg = LiteConfig.from_name(preset, **overrides)
@@ -279,6 +303,8 @@ def train(
                         epochs=epochs,
                         batch_size=batch_size,
                         lr=lr,
+                        weight_decay=weight_decay,
+                        label_smoothing=label_smoothing,
                         patience=patience,
                         loss=loss,
                         num_negatives=num_negatives,

@@ -9,6 +9,7 @@ TINY_RANDOM_ITEM_LLM = "tiny-random"  # a small randomly initialised BERT + word
 MINILM_ITEM_LLM = "all-minilm-l6-v2"  # sentence-transformers/all-MiniLM-L6-v2, shipped offline
 
 REC_ARCHS = ("llama", "qwen2", "gpt2")
+ITEM_FUSIONS = ("sum", "gate")
 
 
 @dataclass
@@ -25,6 +26,9 @@ class LiteConfig:
     item_llm_dim: int = 32  # width of the tiny random item LLM (ignored for pretrained ones)
     finetune_item_llm: bool = False  # train the item LLM too (small catalogs only)
     use_id_embedding: bool = True  # add a learned item-id embedding to the adapted text vector
+    # how the adapted text vector a and the id embedding e are combined: "sum" (a + e) or "gate"
+    # (g * a + (1 - g) * e, g = sigmoid(Linear(2d, d)([a; e])), learned per item and dimension)
+    item_fusion: str = "sum"
 
     # rec LLM: a pretrained backbone (path or hub id) or one built from the fields below
     rec_llm: str | None = None
@@ -34,6 +38,9 @@ class LiteConfig:
     n_heads: int = 2
     d_ff: int = 256
     dropout: float = 0.1  # on the item embeddings fed to the rec LLM and inside it
+    # dropout on each attention and MLP block's output, before the residual add (SASRec's); None:
+    # the architecture's own (gpt2: ``dropout``; llama and qwen2 have none)
+    resid_dropout: float | None = None
     max_history: int = 50  # positions the rec LLM sees; longer histories keep the most recent
 
     # filled when the model is bound to a catalog
@@ -56,6 +63,19 @@ class LiteConfig:
             )
         if self.max_history < 1:
             raise ValueError(f"LiteConfig: max_history must be >= 1, got {self.max_history}")
+        if self.item_fusion not in ITEM_FUSIONS:
+            raise ValueError(
+                f"LiteConfig: item_fusion={self.item_fusion!r} is not one of {ITEM_FUSIONS}"
+            )
+        if self.item_fusion == "gate" and not (self.uses_item_llm and self.use_id_embedding):
+            raise ValueError(
+                "LiteConfig: item_fusion='gate' mixes the item-LLM vector with the id embedding; "
+                "it needs both (an item LLM and use_id_embedding=True); use 'sum' otherwise"
+            )
+        for name in ("dropout", "resid_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"LiteConfig: {name} must be in [0, 1), got {value}")
 
     @property
     def uses_item_llm(self) -> bool:
@@ -95,6 +115,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.02  # fraction of training spent warming up, then cosine decay to 0
     grad_clip: float = 1.0
+    label_smoothing: float = 0.0  # of the cross-entropy targets (full and sampled softmax)
     patience: int = 5  # stop after this many epochs without a better validation NDCG@10
     eval_batch_size: int = 256
     loss: str = "full"  # full | sampled
@@ -111,6 +132,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: loss must be 'full' or 'sampled', got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("TrainConfig: epochs and batch_size must be >= 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"TrainConfig: label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> TrainConfig:

@@ -159,9 +159,8 @@ class FlatTextLite(LiteLLM4Rec):
     ) -> torch.Tensor:
         tokens, owner, last, first = self.pack(item_ids)
         mask = (tokens != 0).long()
-        x = self.adapter(F.embedding(tokens, self.token_vectors))
-        if self.id_embedding is not None:
-            x = x + self.id_embedding(owner)
+        ids = None if self.id_embedding is None else self.id_embedding(owner)
+        x = self.fuse_item_inputs(self.adapter(F.embedding(tokens, self.token_vectors)), ids)
         x = self.emb_dropout(x * mask.unsqueeze(-1).to(x.dtype))
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.backbone(

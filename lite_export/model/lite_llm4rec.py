@@ -49,7 +49,7 @@ def build_rec_backbone_config(cfg: LiteConfig):
             n_head=cfg.n_heads,
             n_inner=cfg.d_ff,
             n_positions=max(cfg.max_history, 8),
-            resid_pdrop=cfg.dropout,
+            resid_pdrop=cfg.dropout if cfg.resid_dropout is None else cfg.resid_dropout,
             embd_pdrop=cfg.dropout,
             attn_pdrop=cfg.dropout,
             **common,
@@ -66,6 +66,26 @@ def build_rec_backbone_config(cfg: LiteConfig):
         rms_norm_eps=1e-6,
         **common,
     )
+
+
+def _add_block_dropout(backbone: nn.Module, cfg: LiteConfig) -> None:
+    """SASRec's residual dropout for backbones that have none (Llama, Qwen2): a forward hook on
+    each decoder layer's attention and MLP drops their output before the residual add. It acts
+    in training only, so evaluation and export see the plain backbone."""
+    p = cfg.resid_dropout
+    if not p or cfg.rec_arch == "gpt2" or cfg.rec_llm:
+        return  # gpt2 maps it to resid_pdrop; a pretrained backbone keeps its own
+
+    def drop(module, _inputs, output):
+        if not module.training:
+            return None
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, True), *output[1:])
+        return F.dropout(output, p, True)
+
+    for layer in backbone.layers:
+        layer.self_attn.register_forward_hook(drop)
+        layer.mlp.register_forward_hook(drop)
 
 
 class LiteLLM4Rec(nn.Module):
@@ -112,7 +132,9 @@ class LiteLLM4Rec(nn.Module):
             nn.Embedding(n + 1, d, padding_idx=n) if self.config.use_id_embedding else None
         )
         self.emb_dropout = nn.Dropout(self.config.dropout)
+        self.fusion_gate = nn.Linear(2 * d, d) if self.config.item_fusion == "gate" else None
         self.head = nn.Linear(d, n)  # scores every catalog item in one step
+        _add_block_dropout(self.backbone, self.config)
         token_emb = self.backbone.get_input_embeddings()
         if token_emb is not None:
             token_emb.weight.requires_grad_(False)
@@ -213,13 +235,19 @@ class LiteLLM4Rec(nn.Module):
 
     def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Rec-LLM input for each history position. [B, L] -> [B, L, D]"""
-        x = None
-        if self.adapter is not None:
-            x = self.adapter(self._batch_item_vectors(item_ids))
-        if self.id_embedding is not None:
-            e = self.id_embedding(item_ids)
-            x = e if x is None else x + e
-        return x
+        text = None if self.adapter is None else self.adapter(self._batch_item_vectors(item_ids))
+        ids = None if self.id_embedding is None else self.id_embedding(item_ids)
+        return self.fuse_item_inputs(text, ids)
+
+    def fuse_item_inputs(self, text: torch.Tensor | None, ids: torch.Tensor | None) -> torch.Tensor:
+        """The rec-LLM input from the adapted item-LLM vector and the id embedding (either may
+        be None): their sum, or with ``item_fusion="gate"`` the learned per-dimension mix."""
+        if text is None or ids is None:
+            return text if ids is None else ids
+        if self.fusion_gate is None:
+            return text + ids
+        g = torch.sigmoid(self.fusion_gate(torch.cat([text, ids], dim=-1)))
+        return ids + g * (text - ids)
 
     def forward(
         self,
@@ -227,6 +255,7 @@ class LiteLLM4Rec(nn.Module):
         attention_mask: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
         num_negatives: int = 0,
+        label_smoothing: float = 0.0,
     ) -> torch.Tensor:
         """Hidden state at every position, item_ids [B, L] (pad = num_items) -> [B, L, D];
         or, given next-item ``targets`` [B, L] (-100 = no target), the training loss (a scalar).
@@ -240,14 +269,14 @@ class LiteLLM4Rec(nn.Module):
         keep = targets != -100
         h, t = hidden[keep], targets[keep]  # [T, D], [T]
         if num_negatives <= 0:
-            return F.cross_entropy(self.head(h), t)
+            return F.cross_entropy(self.head(h), t, label_smoothing=label_smoothing)
         neg = torch.randint(0, self.config.num_items, (num_negatives,), device=t.device)
         w, b = self.head.weight, self.head.bias
         pos = (h * w[t]).sum(-1, keepdim=True) + b[t].unsqueeze(-1)  # [T, 1]
         negs = h @ w[neg].T + b[neg]  # [T, S]
         negs = negs.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))
         logits = torch.cat([pos, negs], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(t))
+        return F.cross_entropy(logits, torch.zeros_like(t), label_smoothing=label_smoothing)
 
     def _hidden(
         self, item_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

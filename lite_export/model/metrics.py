@@ -27,8 +27,29 @@ def mask_items(scores: torch.Tensor, item_ids: torch.Tensor, pad_index: int) -> 
     return scores
 
 
+class NaNScoresError(ValueError):
+    """The scores to rank hold NaN: no rank can be given (a NaN compares false with everything,
+    so it would count as a hit at rank -1 or hide the items it replaced)."""
+
+
 def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target; items tied with the target count as ranked above it. [B]"""
+    """0-based rank of each target; items tied with the target count as ranked above it. [B]
+
+    Raises :class:`NaNScoresError` when any row holds a NaN score (``-inf``, the mask of history
+    items, and ``+inf`` are ranked like any other value).
+    """
+    nan_rows = torch.isnan(scores).any(1)
+    if bool(nan_rows.any()):
+        rows = nan_rows.nonzero().flatten()
+        first = int(rows[0])
+        raise NaNScoresError(
+            f"the model gave NaN scores to {len(rows)} of {scores.shape[0]} users "
+            f"(row {first}: {int(torch.isnan(scores[first]).sum())} of {scores.shape[1]} items, "
+            f"target {'NaN' if torch.isnan(scores[first, targets[first]]) else 'finite'}), "
+            "so they cannot be ranked; the weights or inputs hold NaN or inf (a diverged "
+            "training run: lower the learning rate, keep gradient clipping on, or check the "
+            "checkpoint with torch.isfinite)"
+        )
     t = scores.gather(1, targets[:, None])  # [B, 1]
     return (scores > t).sum(1) + (scores == t).sum(1) - 1
 
@@ -94,6 +115,24 @@ def evaluate_ranking(
     result = metrics_from_ranks(torch.cat(ranks) if ranks else [], ks)
     result["users"] = len(examples)
     return result
+
+
+@torch.inference_mode()
+def target_ranks(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    examples: Sequence[tuple[list[int], int]],
+    num_items: int,
+    max_history: int,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The 0-based pessimistic rank of every example's target, in order (the numbers
+    :func:`evaluate_ranking` averages; kept per user for paired comparisons of two models). [U]"""
+    ranks = [
+        _rank_batch(score_fn, examples[i : i + batch_size], num_items, max_history, device)
+        for i in range(0, len(examples), batch_size)
+    ]
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
 def _rank_batch(score_fn, chunk, num_items: int, max_history: int, device) -> torch.Tensor:

@@ -229,7 +229,10 @@ def train_model(
                             continue
                         t = time.perf_counter()
                         loss = ddp_model(
-                            batch["item_ids"], targets=batch["targets"], num_negatives=negatives
+                            batch["item_ids"],
+                            targets=batch["targets"],
+                            num_negatives=negatives,
+                            label_smoothing=cfg.label_smoothing,
                         )
                         acc.backward(loss)
                         if cfg.grad_clip:

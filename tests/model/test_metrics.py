@@ -5,6 +5,7 @@ import torch
 
 from lite_export.model.metrics import (
     MostPopular,
+    NaNScoresError,
     evaluate_ranking,
     mask_items,
     metrics_from_ranks,
@@ -17,6 +18,28 @@ def test_pessimistic_ranks_count_ties_against_the_target():
     targets = torch.tensor([0, 3])
     # row 0: 0.9 is above, 0.5 (item 2) ties -> rank 2 (0-based); row 1: best -> rank 0
     assert pessimistic_ranks(scores, targets).tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("where", ["target", "other item"])
+def test_pessimistic_ranks_refuse_nan_scores(where):
+    # a NaN target compares false with everything: it would get rank -1 (a hit, NDCG = inf);
+    # a NaN elsewhere would silently drop that item from above the target
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.1], [1.0, 2.0, 3.0, 4.0]])
+    scores[1, 3 if where == "target" else 0] = float("nan")
+    with pytest.raises(NaNScoresError, match=r"NaN scores to 1 of 2 users \(row 1: 1 of 4"):
+        pessimistic_ranks(scores, torch.tensor([0, 3]))
+
+
+def test_pessimistic_ranks_rank_infinite_scores():
+    inf = float("inf")
+    scores = torch.tensor([[inf, 1.0, -inf], [-inf, -inf, 0.0]])
+    assert pessimistic_ranks(scores, torch.tensor([0, 0])).tolist() == [0, 2]
+
+
+def test_evaluate_ranking_refuses_a_model_that_returns_nan():
+    examples = [([0, 1], 2), ([1], 3)]
+    with pytest.raises(NaNScoresError, match="diverged"):
+        evaluate_ranking(lambda ids: torch.full((ids.shape[0], 5), float("nan")), examples, 5, 4)
 
 
 def test_metrics_match_hand_computed_values():

@@ -113,3 +113,58 @@ def test_finetuned_item_llm_gets_gradients():
     model(ids, targets=targets).backward()
     grads = [p.grad for p in model.item_llm.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_gated_fusion_mixes_text_and_id_per_dimension(tmp_path):
+    model = _model(item_fusion="gate")
+    ids = torch.tensor([[30, 1, 2, 3]])
+    text = model.adapter(model._batch_item_vectors(ids))
+    emb = model.id_embedding(ids)
+    g = torch.sigmoid(model.fusion_gate(torch.cat([text, emb], -1)))
+    torch.testing.assert_close(model.embed_items(ids), g * text + (1 - g) * emb)
+    assert not torch.allclose(model.embed_items(ids), text + emb)
+    targets = torch.tensor([[-100, 2, 3, 4]])
+    model.train()(ids, targets=targets).backward()
+    assert model.fusion_gate.weight.grad.abs().sum() > 0
+    model.eval()
+    again = LiteLLM4Rec.from_pretrained(model.save_pretrained(tmp_path / "ckpt"))
+    assert again.config.item_fusion == "gate"
+    torch.testing.assert_close(again.score(ids), model.score(ids))
+
+
+def test_config_rejects_gate_without_both_inputs_and_unknown_fusions():
+    with pytest.raises(ValueError, match="needs both"):
+        LiteConfig(item_llm=None, use_id_embedding=True, item_fusion="gate")
+    with pytest.raises(ValueError, match="item_fusion='concat' is not one of"):
+        LiteConfig(item_fusion="concat")
+    with pytest.raises(ValueError, match=r"resid_dropout must be in \[0, 1\)"):
+        LiteConfig(resid_dropout=1.0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_residual_dropout_acts_in_training_only(arch):
+    # same seed, same weights: the hooks are the only difference between the two models
+    dropped = _model(rec_arch=arch, dropout=0.0, resid_dropout=0.5)
+    plain = _model(rec_arch=arch, dropout=0.0)
+    ids = torch.tensor([[30, 1, 2, 3, 4, 5]])
+    torch.testing.assert_close(dropped.score(ids), plain.score(ids), rtol=0, atol=0)
+    dropped.train()
+    plain.train()
+    torch.testing.assert_close(plain(ids), plain(ids), rtol=0, atol=0)  # nothing else drops
+    assert not torch.allclose(dropped(ids), dropped(ids))
+
+
+def test_gpt2_residual_dropout_is_its_resid_pdrop():
+    assert _model(rec_arch="gpt2", dropout=0.2).backbone.config.resid_pdrop == 0.2
+    assert _model(rec_arch="gpt2", resid_dropout=0.4).backbone.config.resid_pdrop == 0.4
+
+
+def test_label_smoothing_loss_matches_its_definition():
+    model = _model(dropout=0.0).train()
+    ids = torch.tensor([[30, 1, 2, 3]])
+    targets = torch.tensor([[-100, 2, 3, 4]])
+    eps = 0.2
+    logp = torch.log_softmax(model.head(model(ids)[:, 1:]).reshape(3, -1), -1)
+    t = targets[:, 1:].reshape(-1)
+    expected = ((1 - eps) * -logp[torch.arange(3), t] + eps * -logp.mean(-1)).mean()
+    torch.testing.assert_close(model(ids, targets=targets, label_smoothing=eps), expected)
