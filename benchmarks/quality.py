@@ -156,11 +156,20 @@ def save_ranks(model, split, out: str, name: str) -> str:
 
 
 def config_key(r: dict) -> str:
-    """A run's settings without its seed: runs that differ only by seed share it."""
+    """A run's settings without its seed: runs that differ only by seed share it (settings a
+    run recorded before they existed count at their defaults)."""
     cfg = json.loads(json.dumps(r.get("config", {})))
     cfg.pop("best_epoch", None)
+    defaults = {"model": LiteConfig().to_dict(), "train": TrainConfig().to_dict()}
+    for part, values in defaults.items():
+        if part in cfg:
+            cfg[part] = {**values, **cfg[part]}
     cfg.get("train", {}).pop("seed", None)
     return json.dumps(cfg, sort_keys=True)
+
+
+def run_seed(r: dict):
+    return r.get("seed", r.get("config", {}).get("train", {}).get("seed"))
 
 
 def seed_spread(runs: list[dict], chosen: dict) -> dict:
@@ -256,14 +265,14 @@ def annotate(chosen: list[dict], runs: list[dict], dirs: list[Path]) -> list[dic
                         b["model"] == "SASRec"
                         and b["dataset"] == lite["dataset"]
                         and config_key(b) == config_key(peer)
-                        and b.get("seed") == a.get("seed")
+                        and run_seed(b) == run_seed(a)
                     ):
                         pairs.append((a, b))
         for a, b in pairs:
             ra, rb = ranks(a), ranks(b)
             if ra is not None and rb is not None:
                 lite.setdefault("vs_sasrec", []).append(
-                    {"seed": a.get("seed"), **paired_bootstrap(ra, rb)}
+                    {"seed": run_seed(a), **paired_bootstrap(ra, rb)}
                 )
     return chosen
 
