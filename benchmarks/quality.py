@@ -6,9 +6,18 @@ Train (writes every run, with its validation and test metrics, to OUT/quality_ru
 
     python benchmarks/quality.py --data-root ../shared/data --datasets ml-1m amazon-beauty --out OUT
 
+Cold start (``--cold-items 0.1``): a seeded 10% of the items is held out of training and
+validation entirely; every run then gives two rows, ``"split": "cold"`` (test users whose target
+is a held-out item) and ``"split": "warm"`` (the others). ``--heads id text text+id`` trains one
+Lite-LLM4Rec per head; ``--models text-cosine`` adds the text-only peer (cosine between each
+item's item-LLM vector and the mean of the history's):
+
+    python benchmarks/quality.py --datasets amazon-beauty --cold-items 0.1 \
+        --models most-popular text-cosine SASRec Lite-LLM4Rec --heads id text text+id --out OUT
+
 Several runs (e.g. a small hyper-parameter grid run in parallel) are then merged: for each
-(dataset, model) the run with the best *validation* NDCG@10 is selected, the same rule for every
-model, and written to benchmarks/results/quality.json (one object per row) and quality.md:
+(dataset, model, split) the run with the best *validation* NDCG@10 is selected, the same rule for
+every model, and written to benchmarks/results/quality.json (one object per row) and quality.md:
 
     python benchmarks/quality.py --merge OUT1 OUT2 ... --out benchmarks/results
 """
@@ -30,7 +39,6 @@ from lite_export.model.metrics import PROTOCOL  # noqa: E402
 from lite_export.model.workflow import (  # noqa: E402
     DataSpec,
     load_split,
-    most_popular_metrics,
     train_checkpoint,
 )
 
@@ -68,29 +76,56 @@ def run(args) -> list[dict]:
     if torch.cuda.is_available():  # TF32 matmuls: the models train in fp32 weights either way
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    from lite_export.model.metrics import (
+        MostPopular,
+        TextCosine,
+        evaluate_ranking,
+        metrics_from_ranks,
+    )
+
     rows = []
     cmd = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
+    cold_protocol = {"cold_items": args.cold_items, "cold_seed": args.cold_seed}
+
+    def emit(key, name, split, metrics, ranks, seconds, epochs, config, valid, extra):
+        """One row, or under the cold-start protocol one row per target kind."""
+        if not split.cold_items:
+            rows.append(row(key, name, metrics, seconds, epochs, config, cmd, valid) | extra)
+            return
+        for which, (m, users) in by_target(split, ranks).items():
+            rows.append(
+                row(key, name, m, seconds, epochs, config, cmd, valid)
+                | extra
+                | {"split": which, "users": users, **cold_protocol}
+            )
+
     for key in args.datasets:
         loader, folder = DATASETS[key]
-        spec = DataSpec(loader, str(Path(args.data_root) / folder))
+        spec = DataSpec(
+            loader, str(Path(args.data_root) / folder), args.cold_items or 0.0, args.cold_seed
+        )
         ds, split = load_split(spec)
+        n = ds.num_items
         print(f"== {key}: {ds.summary()}", flush=True)
+        peers = []
         if "most-popular" in args.models:
-            rows.append(
-                row(
-                    key,
-                    "most-popular",
-                    most_popular_metrics(split),
-                    0.0,
-                    0,
-                    {},
-                    cmd,
-                    valid=most_popular_metrics(split, "valid"),
-                )
+            peers.append(("most-popular", MostPopular(split.popularity), 1))
+        if "text-cosine" in args.models:
+            from lite_export.model.item_llm import precompute_item_vectors
+
+            small = LiteConfig.from_name("small")
+            vectors = precompute_item_vectors(
+                small.item_llm, list(ds.item_texts), small.item_llm_max_tokens
             )
-        for name, preset in (("SASRec", "sasrec"), ("Lite-LLM4Rec", "small")):
-            if name not in args.models:
-                continue
+            peers.append(("text-cosine", TextCosine(vectors), ds.max_history))
+        for name, score_fn, hist in peers:  # untrained peers: test and validation metrics
+            _, ranks = save_ranks(score_fn, split, args.out, f"{key}-{name}", n, hist)
+            valid = evaluate_ranking(score_fn, split.valid, n, hist)
+            emit(key, name, split, metrics_from_ranks(ranks), ranks, 0.0, 0, {}, valid, {})
+        trained = [("SASRec", "sasrec", "id")] if "SASRec" in args.models else []
+        if "Lite-LLM4Rec" in args.models:
+            trained += [("Lite-LLM4Rec", "small", h) for h in args.heads]
+        for name, preset, head in trained:
             model_cfg = LiteConfig.from_name(
                 preset,
                 max_history=ds.max_history,
@@ -100,6 +135,8 @@ def run(args) -> list[dict]:
                 item_fusion=args.item_fusion if name == "Lite-LLM4Rec" else None,
                 n_layers=args.n_layers,
                 rec_arch=args.rec_arch,
+                head=head,
+                head_residual_dropout=args.head_residual_dropout if head == "text+id" else None,
             )
             train_cfg = TrainConfig.from_name(
                 preset,
@@ -112,47 +149,73 @@ def run(args) -> list[dict]:
                 max_train_seconds=args.max_train_seconds,
                 seed=args.seed,
             )
-            out = Path(args.ckpt_root) / f"{key}-{preset}" if args.ckpt_root else None
+            label = model_label(name, model_cfg)
+            tag = label.replace(" (head ", "-head-").rstrip(")")
+            out = Path(args.ckpt_root) / f"{key}-{tag}" if args.ckpt_root else None
             t0 = time.perf_counter()
             model, result, test = train_checkpoint(
                 spec, model_cfg, train_cfg, out, progress=False, data=(ds, split), force=True
             )
-            print(f"   {name}: test {test} in {time.perf_counter() - t0:.0f}s", flush=True)
-            ranks_file = save_ranks(model, split, args.out, f"{key}-{name}-seed{args.seed}")
-            rows.append(
-                row(
-                    key,
-                    name,
-                    test,
-                    result.train_seconds,
-                    result.epochs_run,
-                    {
-                        "model": model_cfg.to_dict(),
-                        "train": train_cfg.to_dict(),
-                        "best_epoch": result.best_epoch,
-                    },
-                    cmd,
-                    valid=result.best_valid,
-                )
-                | {"seed": args.seed, "ranks_file": ranks_file}
+            print(f"   {label}: test {test} in {time.perf_counter() - t0:.0f}s", flush=True)
+            model.eval()
+            ranks_file, ranks = save_ranks(
+                model.score, split, args.out, f"{key}-{tag}-seed{args.seed}", n, ds.max_history
+            )
+            config = {
+                "model": model_cfg.to_dict(),
+                "train": train_cfg.to_dict(),
+                "best_epoch": result.best_epoch,
+            }
+            extra = {"seed": args.seed, "ranks_file": ranks_file}
+            emit(
+                key,
+                label,
+                split,
+                test,
+                ranks,
+                result.train_seconds,
+                result.epochs_run,
+                config,
+                result.best_valid,
+                extra,
             )
     return rows
 
 
-def save_ranks(model, split, out: str, name: str) -> str:
+def save_ranks(score_fn, split, out: str, name: str, num_items: int, max_history: int):
     """Every test user's target rank (0-based, pessimistic), for paired comparisons of runs;
-    written to OUT/ranks/NAME.json, returned relative to OUT."""
+    written to OUT/ranks/NAME.json. Returns (the path relative to OUT, the ranks)."""
     from lite_export.model.metrics import target_ranks
 
-    model.eval()
-    ranks = target_ranks(
-        model.score, split.test, model.config.num_items, model.config.max_history
-    ).tolist()
+    ranks = target_ranks(score_fn, split.test, num_items, max_history).tolist()
     rel = f"ranks/{name}.json"
     path = Path(out) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ranks))
-    return rel
+    return rel, ranks
+
+
+def by_target(split, ranks: list[int]) -> dict[str, tuple[dict, int]]:
+    """Cold-start protocol: the test metrics of the users whose target is a held-out item
+    ("cold") and of the others ("warm"), from the per-user ranks, with the user counts."""
+    from lite_export.model.metrics import metrics_from_ranks
+
+    cold = set(split.cold_items)
+    out = {}
+    for which in ("cold", "warm"):
+        sel = [
+            r
+            for r, (_, t) in zip(ranks, split.test, strict=True)
+            if (t in cold) == (which == "cold")
+        ]
+        out[which] = (metrics_from_ranks(sel), len(sel))
+    return out
+
+
+def model_label(name: str, model_cfg) -> str:
+    """Lite-LLM4Rec rows name their head when it is not the learned id head."""
+    head = getattr(model_cfg, "head", "id")
+    return name if name != "Lite-LLM4Rec" or head == "id" else f"{name} (head {head})"
 
 
 def config_key(r: dict) -> str:
@@ -229,11 +292,20 @@ def select(runs: list[dict]) -> list[dict]:
     """Per (dataset, model), the run with the best validation NDCG@10 (test never looked at)."""
     best: dict[tuple, dict] = {}
     for r in runs:
-        key = (r["dataset"], r["model"])
+        key = (r["dataset"], r["model"], r.get("split", "all"))
         if key not in best or r["valid_ndcg@10"] > best[key]["valid_ndcg@10"]:
             best[key] = r
-    order = {"most-popular": 0, "SASRec": 1, "Lite-LLM4Rec": 2}
-    return sorted(best.values(), key=lambda r: (r["dataset"], order.get(r["model"], 9)))
+    order = {"most-popular": 0, "text-cosine": 1, "SASRec": 2, "Lite-LLM4Rec": 3}
+    splits = {"all": 0, "cold": 1, "warm": 2}
+    return sorted(
+        best.values(),
+        key=lambda r: (
+            splits.get(r.get("split", "all"), 9),
+            r["dataset"],
+            order.get(r["model"].split(" (")[0], 9),
+            r["model"],
+        ),
+    )
 
 
 def annotate(chosen: list[dict], runs: list[dict], dirs: list[Path]) -> list[dict]:
@@ -247,12 +319,14 @@ def annotate(chosen: list[dict], runs: list[dict], dirs: list[Path]) -> list[dic
                 return json.loads((d / r["ranks_file"]).read_text())
         return None
 
-    for r in chosen:
-        if r["model"] != "most-popular":
+    standard = [r for r in chosen if r.get("split", "all") == "all"]
+    runs = [r for r in runs if r.get("split", "all") == "all"]
+    for r in standard:
+        if r["model"] not in ("most-popular", "text-cosine"):
             r["seed_spread"] = seed_spread(runs, r)
-    for lite in (r for r in chosen if r["model"] == "Lite-LLM4Rec"):
+    for lite in (r for r in standard if r["model"] == "Lite-LLM4Rec"):
         peer = next(
-            (r for r in chosen if r["model"] == "SASRec" and r["dataset"] == lite["dataset"]),
+            (r for r in standard if r["model"] == "SASRec" and r["dataset"] == lite["dataset"]),
             None,
         )
         if peer is None:
@@ -287,7 +361,8 @@ def render(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = ROOT / "benchmarks" / "quality_notes.md"
-    for r in rows:
+    cold_rows = [r for r in rows if r.get("split", "all") != "all"]
+    for r in (r for r in rows if r.get("split", "all") == "all"):
         lines.append(
             f"| {r['dataset']} | {r['model']} | "
             + " | ".join(f"{r[k]:.4f}" for k in METRIC_KEYS)
@@ -330,6 +405,25 @@ def render(rows: list[dict]) -> str:
                 f"{n['ci95'][1]:+.4f}] | {rc['diff']:+.4f} [{rc['ci95'][0]:+.4f}, "
                 f"{rc['ci95'][1]:+.4f}] |"
             )
+    if cold_rows:
+        r0 = cold_rows[0]
+        lines += [
+            "",
+            f"Cold start: {r0['cold_items']:.0%} of the items (seed {r0['cold_seed']}) held out "
+            "of training and validation; test users split by whether their target is a held-out "
+            "item (cold) or not (warm). Same protocol otherwise.",
+            "",
+            "| split | dataset | model | users | R@10 | R@20 | N@10 | N@20 | valid N@10 | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in cold_rows:
+            lines.append(
+                f"| {r['split']} | {r['dataset']} | {r['model']} | {r['users']:,} | "
+                + " | ".join(f"{r[k]:.4f}" for k in ("recall@10", "recall@20"))
+                + " | "
+                + " | ".join(f"{r[k]:.4f}" for k in ("ndcg@10", "ndcg@20"))
+                + f" | {r['valid_ndcg@10']:.4f} | {r['machine']} |"
+            )
     text = "\n".join(lines) + "\n"
     if notes.exists():
         text += "\n" + notes.read_text()
@@ -359,6 +453,21 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=None)
     p.add_argument("--max-train-seconds", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cold-items",
+        type=float,
+        default=None,
+        help="cold-start protocol: hold this fraction of the items out of training (e.g. 0.1)",
+    )
+    p.add_argument("--cold-seed", type=int, default=0)
+    p.add_argument(
+        "--heads",
+        nargs="+",
+        default=["id"],
+        choices=["id", "text", "text+id"],
+        help="Lite-LLM4Rec heads to train (one run each)",
+    )
+    p.add_argument("--head-residual-dropout", type=float, default=None)
     p.add_argument("--merge", nargs="+", default=None, help="run folders to merge and select from")
     args = p.parse_args()
     out = Path(args.out)

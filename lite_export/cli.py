@@ -169,10 +169,33 @@ def train(
             "(gate: a learned per-dimension mix)."
         ),
     ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="id|text|text+id: the head's item rows are learned per item (id), computed "
+            "from the item-LLM vector (text: items added later score from their text), or "
+            "both (text+id: text row + learned residual)."
+        ),
+    ] = None,
+    head_residual_dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="With --head text+id: drop each item's residual row with this probability in "
+            "training, so the text rows alone score well."
+        ),
+    ] = None,
     max_history: Annotated[
         int | None, typer.Option(help="Positions the model sees (default: the data set's).")
     ] = None,
     finetune_item_llm: Annotated[bool, typer.Option(help="Fine-tune the item LLM too.")] = False,
+    cold_items: Annotated[
+        float | None,
+        typer.Option(
+            help="Cold-start protocol: hold this fraction of the items (e.g. 0.1) out of "
+            "training and validation; the test then reports held-out (cold) and warm targets."
+        ),
+    ] = None,
+    cold_seed: Annotated[int, typer.Option(help="Seed of the held-out item draw.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Sequences per batch (per process).")
@@ -277,7 +300,12 @@ def train(
                         resume, data_dir, epochs, patience, max_train_seconds
                     )
                 else:
-                    spec = DataSpec(data, str(data_dir.resolve()) if data_dir else None)
+                    spec = DataSpec(
+                        data,
+                        str(data_dir.resolve()) if data_dir else None,
+                        cold_items=cold_items or 0.0,
+                        cold_seed=cold_seed,
+                    )
                     label = preset
                 acc = Accelerator(**pick_device(device))
                 ds, split = load_split(spec)
@@ -291,6 +319,8 @@ def train(
                         dropout=dropout,
                         resid_dropout=resid_dropout,
                         item_fusion=item_fusion,
+                        head=head,
+                        head_residual_dropout=head_residual_dropout,
                         max_history=max_history or ds.max_history,
                     )
                     model_cfg = LiteConfig.from_name(preset, **overrides)
@@ -350,10 +380,19 @@ def train(
         raise typer.Exit(128 + result.interrupted)
     if acc.is_main_process:
         pop = most_popular_metrics(split)
+        rows = {f"{label} ({out.name})": test, "most-popular": pop}
+        for which, metrics in result.test_by_target.items():
+            n = len(split.test_subset(which))
+            rows[f"{which} ({n:,} users)"] = metrics
         Console().print(
             _metrics_table(
-                {f"{label} ({out.name})": test, "most-popular": pop},
-                f"{ds.name} test — full ranking, history masked",
+                rows,
+                f"{ds.name} test — full ranking, history masked"
+                + (
+                    f"; cold = target among the {len(split.cold_items):,} held-out items"
+                    if split.cold_items
+                    else ""
+                ),
             )
         )
         state = (
@@ -423,10 +462,7 @@ def _resume_config(resume: Path, data_dir, epochs, patience, max_train_seconds):
     meta = read_checkpoint_meta(resume)
     state = read_state_meta(resume)
     stored = meta.get("data", {})
-    spec = DataSpec(
-        stored.get("name", "synthetic"),
-        str(data_dir.resolve()) if data_dir else stored.get("data_dir"),
-    )
+    spec = DataSpec.from_stored(stored, data_dir=str(data_dir.resolve()) if data_dir else None)
     model_cfg = LiteConfig.from_dict(meta["model"])
     values = dict(meta.get("train") or state.get("train") or {})
     for name, value in (
@@ -530,9 +566,8 @@ def eval_cmd(
     try:
         meta = read_checkpoint_meta(ckpt)
         stored = meta.get("data", {})
-        spec = DataSpec(
-            data or stored.get("name", "synthetic"),
-            str(data_dir.resolve()) if data_dir else (stored.get("data_dir") if not data else None),
+        spec = DataSpec.from_stored(
+            stored, name=data, data_dir=str(data_dir.resolve()) if data_dir else None
         )
         dev = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         model = LiteLLM4Rec.from_pretrained(ckpt, device=dev)

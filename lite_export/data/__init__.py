@@ -22,7 +22,7 @@ from .batching import (
 from .csv import CSV_FORMATS, load_csv
 from .errors import DataFormatError, DataNotFoundError
 from .movielens import ML1M_FORMATS, ML100K_FORMATS, load_ml1m, load_ml100k
-from .split import leave_one_out
+from .split import cold_start_split, leave_one_out
 from .synthetic import make_synthetic
 
 #: Dataset names accepted by :func:`load_dataset` (and ``lite train --data``).
@@ -85,6 +85,7 @@ __all__ = [
     "TrainWindows",
     "collate_eval",
     "collate_train",
+    "cold_start_split",
     "leave_one_out",
     "load_amazon",
     "load_csv",

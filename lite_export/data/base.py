@@ -100,6 +100,7 @@ class LeaveOneOutSplit:
     popularity[i]  interaction count of item i in the training sequences (most-popular fallback)
     eval_users[j]  the user position (index into ``SequenceDataset.sequences``) of valid[j]
                    and test[j]; users with fewer than 3 interactions are absent
+    cold_items     under the cold-start protocol, the held-out items (see ``test_subset``)
     """
 
     train: list[list[int]]
@@ -107,3 +108,16 @@ class LeaveOneOutSplit:
     test: list[tuple[list[int], int]]
     popularity: list[int]
     eval_users: list[int] = field(default_factory=list)
+    #: items held out of training and validation entirely (the cold-start protocol,
+    #: :func:`lite_export.data.split.cold_start_split`); empty in the standard split
+    cold_items: list[int] = field(default_factory=list)
+
+    def test_subset(self, which: str) -> list[tuple[list[int], int]]:
+        """The test examples whose target is a held-out item (``"cold"``), the others
+        (``"warm"``), or all of them (``"all"``)."""
+        if which == "all":
+            return self.test
+        if which not in ("cold", "warm"):
+            raise ValueError(f"which must be 'all', 'cold' or 'warm', got {which!r}")
+        cold = set(self.cold_items)
+        return [ex for ex in self.test if (ex[1] in cold) == (which == "cold")]

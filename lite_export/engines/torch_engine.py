@@ -267,7 +267,9 @@ class TorchEngine(Engine):
             }
         }
         encoder = FrozenUserEncoder.from_model(model, dtype)
-        eng._setup(encoder, model.head.weight.detach(), model.head.bias.detach())
+        with torch.no_grad():
+            weight, bias = model.head_params()
+        eng._setup(encoder, weight.detach(), bias.detach())
         eng._loaded = True
         return eng
 

@@ -435,7 +435,9 @@ def export_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         encoder = FrozenUserEncoder.from_model(model, dtype)
-        graph = RankingGraph(encoder, model.head.weight, model.head.bias, opts.k).eval()
+        with torch.no_grad():
+            head_w, head_b = (t.detach().float().contiguous() for t in model.head_params())
+        graph = RankingGraph(encoder, head_w, head_b, opts.k).eval()
         external = _param_bytes(graph) > opts.external_data_threshold
         batch, history, exclude = _dims(max_hist)
         ex_ids = torch.tensor([[n, 1, 2, 3], [4, 5, 6, 7]], dtype=torch.long)
@@ -485,8 +487,8 @@ def export_artifact(
                 parity["model.ort.onnx"] = _validate(tmp / "model.ort.onnx", refs, opts, bar)
         save_file(
             {
-                "weight": model.head.weight.detach().float().contiguous(),
-                "bias": model.head.bias.detach().float().contiguous(),
+                "weight": head_w,
+                "bias": head_b,
             },
             str(tmp / "head.safetensors"),
         )

@@ -10,6 +10,10 @@ MINILM_ITEM_LLM = "all-minilm-l6-v2"  # sentence-transformers/all-MiniLM-L6-v2, 
 
 REC_ARCHS = ("llama", "qwen2", "gpt2")
 ITEM_FUSIONS = ("sum", "gate")
+#: how the head's item rows are made: "id" one learned row per item (``Linear(d, N)``); "text"
+#: from the item's item-LLM vector (``Linear(d_item, d + 1)``: the row and its bias), so an item
+#: the model never saw has a row; "text+id" the text row plus a learned per-item residual
+HEADS = ("id", "text", "text+id")
 
 
 @dataclass
@@ -42,6 +46,12 @@ class LiteConfig:
     # the architecture's own (gpt2: ``dropout``; llama and qwen2 have none)
     resid_dropout: float | None = None
     max_history: int = 50  # positions the rec LLM sees; longer histories keep the most recent
+    # the head's item rows: "id" (learned, one per training item), "text" (computed from the
+    # item-LLM vector) or "text+id" (text row + learned residual); see HEADS
+    head: str = "id"
+    # "text+id": in training, drop each item's residual row with this probability (rescaled), so
+    # the text row alone scores well, as it must for an item added after training
+    head_residual_dropout: float = 0.0
 
     # filled when the model is bound to a catalog
     num_items: int = 0
@@ -72,7 +82,19 @@ class LiteConfig:
                 "LiteConfig: item_fusion='gate' mixes the item-LLM vector with the id embedding; "
                 "it needs both (an item LLM and use_id_embedding=True); use 'sum' otherwise"
             )
-        for name in ("dropout", "resid_dropout"):
+        if self.head not in HEADS:
+            raise ValueError(f"LiteConfig: head={self.head!r} is not one of {HEADS}")
+        if self.head != "id" and not self.uses_item_llm:
+            raise ValueError(
+                f"LiteConfig: head={self.head!r} computes item rows from the item-LLM vector; "
+                "it needs an item LLM (item_llm=None is SASRec, which has only head='id')"
+            )
+        if self.head_residual_dropout and self.head != "text+id":
+            raise ValueError(
+                "LiteConfig: head_residual_dropout drops the learned residual of head='text+id'; "
+                f"this model has head={self.head!r}"
+            )
+        for name in ("dropout", "resid_dropout", "head_residual_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"LiteConfig: {name} must be in [0, 1), got {value}")

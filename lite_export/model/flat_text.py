@@ -76,6 +76,11 @@ class FlatTextLite(LiteLLM4Rec):
     ):
         nn.Module.__init__(self)
         n = len(catalog)
+        if config.head != "id":
+            raise ValueError(
+                f"the flat-text ablation has no pooled item vectors to build head={config.head!r} "
+                "rows from; it supports head='id' only"
+            )
         if config.num_items != n or item_tokens.shape[0] != n + 1:
             raise ValueError(
                 f"config.num_items={config.num_items}, catalog {n} items and item_tokens "

@@ -1,4 +1,8 @@
-"""Lite-LLM4Rec: item LLM -> adapter -> rec LLM (inputs_embeds, causal) -> Linear(d, N) head.
+"""Lite-LLM4Rec: item LLM -> adapter -> rec LLM (inputs_embeds, causal) -> item head.
+
+The head scores every catalog item: ``Linear(d, N)`` (``head="id"``), or rows computed from the
+item-LLM vectors (``head="text"``, optionally plus a learned residual, ``"text+id"``), which a
+new item gets from its text alone (:meth:`LiteLLM4Rec.head_params`).
 
 Shapes: B users, L history positions (left-padded, so column L-1 is always the latest item),
 N catalog items, D = d_model, Di = item-LLM width.
@@ -111,6 +115,7 @@ class LiteLLM4Rec(nn.Module):
         self.d_model = d
         self.backbone = backbone
         self.adapter = None
+        d_item = 0
         if config.uses_item_llm:
             if item_vectors is None or item_vectors.shape[0] != n:
                 raise ValueError("an item LLM model needs item_vectors with one row per item")
@@ -118,22 +123,32 @@ class LiteLLM4Rec(nn.Module):
             table = torch.cat([item_vectors.float(), torch.zeros(1, d_item)])  # [N+1, Di]
             self.register_buffer("item_vectors", table, persistent=False)
             self.adapter = nn.Linear(d_item, d)
-        self._add_rec_llm_io(n, d)
+        self._add_rec_llm_io(n, d, d_item)
         # the item LLM itself is kept only when it is fine-tuned or must be saved (tiny-random)
         self.item_llm = item_llm if config.finetune_item_llm else None
         # kept outside the module tree: a frozen item LLM is saved with the checkpoint, not trained
         object.__setattr__(self, "_item_llm_to_save", item_llm)
         self.item_tokenizer = item_tokenizer
 
-    def _add_rec_llm_io(self, n: int, d: int) -> None:
-        """The item-id embedding (when configured), input dropout and the ``Linear(d, N)`` head;
-        freezes the backbone's token embedding, never used (inputs arrive as ``inputs_embeds``)."""
-        self.id_embedding = (
-            nn.Embedding(n + 1, d, padding_idx=n) if self.config.use_id_embedding else None
-        )
-        self.emb_dropout = nn.Dropout(self.config.dropout)
-        self.fusion_gate = nn.Linear(2 * d, d) if self.config.item_fusion == "gate" else None
-        self.head = nn.Linear(d, n)  # scores every catalog item in one step
+    def _add_rec_llm_io(self, n: int, d: int, d_item: int = 0) -> None:
+        """The item-id embedding (when configured), input dropout and the head; freezes the
+        backbone's token embedding, never used (inputs arrive as ``inputs_embeds``).
+
+        ``head`` is the learned ``Linear(d, N)`` (the whole head for ``"id"``, the residual for
+        ``"text+id"``, zero-initialised there so training starts from the text rows);
+        ``head_text`` maps an item-LLM vector to its head row and bias, ``Linear(d_item, d+1)``.
+        """
+        cfg = self.config
+        self.id_embedding = nn.Embedding(n + 1, d, padding_idx=n) if cfg.use_id_embedding else None
+        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.fusion_gate = nn.Linear(2 * d, d) if cfg.item_fusion == "gate" else None
+        self.head = nn.Linear(d, n) if cfg.head != "text" else None
+        self.head_text = nn.Linear(d_item, d + 1) if cfg.head != "id" else None
+        if cfg.head == "text+id":
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        # items the training loss never ranks (cold-start evaluation: held-out items)
+        self.register_buffer("train_blocked", torch.zeros(n, dtype=torch.bool), persistent=False)
         _add_block_dropout(self.backbone, self.config)
         token_emb = self.backbone.get_input_embeddings()
         if token_emb is not None:
@@ -249,6 +264,37 @@ class LiteLLM4Rec(nn.Module):
         g = torch.sigmoid(self.fusion_gate(torch.cat([text, ids], dim=-1)))
         return ids + g * (text - ids)
 
+    def head_params(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's item rows and biases, ``W [N, d]`` and ``b [N]`` (or only ``rows``).
+
+        ``head="id"``: the learned ``Linear(d, N)``. ``"text"``: ``head_text`` applied to each
+        item's item-LLM vector. ``"text+id"``: the text row plus the learned residual, which
+        training drops row by row with ``head_residual_dropout``. Exports freeze the result.
+        """
+        w = b = None
+        if self.head_text is not None:
+            vectors = self.item_vectors[:-1] if rows is None else self.item_vectors[rows]
+            out = self.head_text(vectors)
+            w, b = out[:, :-1], out[:, -1]
+        if self.head is not None:
+            rw = self.head.weight if rows is None else self.head.weight[rows]
+            rb = self.head.bias if rows is None else self.head.bias[rows]
+            if w is None:
+                return rw, rb
+            p = self.config.head_residual_dropout
+            if self.training and p > 0:
+                keep = (torch.rand(rw.shape[0], device=rw.device) >= p).to(rw.dtype) / (1 - p)
+                rw, rb = rw * keep.unsqueeze(1), rb * keep
+            w, b = w + rw, b + rb
+        return w, b
+
+    def block_in_training(self, items) -> None:
+        """Keep ``items`` (indices) out of the training loss: never a target nor a negative,
+        as if they were not in the catalog yet (their rows get no gradient)."""
+        self.train_blocked.zero_()
+        if len(items):
+            self.train_blocked[torch.as_tensor(list(items), dtype=torch.long)] = True
+
     def forward(
         self,
         item_ids: torch.Tensor,
@@ -268,13 +314,20 @@ class LiteLLM4Rec(nn.Module):
             return hidden
         keep = targets != -100
         h, t = hidden[keep], targets[keep]  # [T, D], [T]
+        blocked = self.train_blocked
         if num_negatives <= 0:
-            return F.cross_entropy(self.head(h), t, label_smoothing=label_smoothing)
+            w, b = self.head_params()
+            logits = F.linear(h, w, b)
+            if blocked.any():
+                logits = logits.masked_fill(blocked, float("-inf"))
+            return F.cross_entropy(logits, t, label_smoothing=label_smoothing)
         neg = torch.randint(0, self.config.num_items, (num_negatives,), device=t.device)
-        w, b = self.head.weight, self.head.bias
-        pos = (h * w[t]).sum(-1, keepdim=True) + b[t].unsqueeze(-1)  # [T, 1]
-        negs = h @ w[neg].T + b[neg]  # [T, S]
-        negs = negs.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))
+        w, b = self.head_params(torch.cat([t, neg]))
+        n_t = t.shape[0]
+        pos = (h * w[:n_t]).sum(-1, keepdim=True) + b[:n_t].unsqueeze(-1)  # [T, 1]
+        negs = h @ w[n_t:].T + b[n_t:]  # [T, S]
+        drop = (neg.unsqueeze(0) == t.unsqueeze(1)) | blocked[neg].unsqueeze(0)
+        negs = negs.masked_fill(drop, float("-inf"))
         logits = torch.cat([pos, negs], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(t), label_smoothing=label_smoothing)
 
@@ -297,7 +350,8 @@ class LiteLLM4Rec(nn.Module):
 
     def score(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Scores of every catalog item. [B, L] -> [B, N]"""
-        return self.head(self.user_vectors(item_ids))
+        w, b = self.head_params()
+        return F.linear(self.user_vectors(item_ids), w, b)
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -317,7 +371,7 @@ class LiteLLM4Rec(nn.Module):
         hists = self.catalog.batch_indices(histories)
         was_training = self.training
         self.eval()
-        device = self.head.weight.device
+        device = self.train_blocked.device
         try:
             ids = pad_histories(hists, self.config.max_history, n).to(device)
             scores = self.score(ids).float()

@@ -159,3 +159,21 @@ class MostPopular:
 
     def __call__(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.scores.to(item_ids.device).expand(item_ids.shape[0], -1).clone()
+
+
+class TextCosine:
+    """The text-only peer: cosine between each item's item-LLM vector and the mean of the
+    vectors of the user's history (no training; scores any item that has text)."""
+
+    def __init__(self, item_vectors: torch.Tensor):
+        v = torch.as_tensor(item_vectors, dtype=torch.float32)
+        unit = torch.nn.functional.normalize(v, dim=-1)
+        self.table = torch.cat([unit, torch.zeros(1, v.shape[1])])  # [N + 1, Di], pad row zero
+        self.num_items = v.shape[0]
+
+    def __call__(self, item_ids: torch.Tensor) -> torch.Tensor:
+        table = self.table.to(item_ids.device)
+        real = (item_ids != self.num_items).unsqueeze(-1).float()  # [B, L, 1]
+        mean = (table[item_ids] * real).sum(1) / real.sum(1).clamp(min=1.0)  # pads are zero rows
+        user = torch.nn.functional.normalize(mean, dim=-1)
+        return user @ table[:-1].T  # [B, N]

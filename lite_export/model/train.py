@@ -51,6 +51,8 @@ class TrainResult:
     steps: int = 0  # optimizer steps of the whole run (a resumed run counts the earlier ones)
     clock: RunClock | None = None  # phase timings of this command
     state: TrainingState | None = None  # what `lite train --resume` needs (not in to_dict)
+    # the cold-start protocol's test metrics by target: {"cold": {...}, "warm": {...}}
+    test_by_target: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +67,7 @@ class TrainResult:
             "interrupted": signal_name(self.interrupted) if self.interrupted else None,
             "steps": self.steps,
             "timing": self.clock.to_dict() if self.clock else None,
+            **({"test_by_target": self.test_by_target} if self.test_by_target else {}),
         }
 
 
@@ -136,6 +139,7 @@ def train_model(
     run = clock or RunClock(cfg.max_train_seconds)
     stop = stop or StopRequest()
     n_items = model.config.num_items
+    model.block_in_training(split.cold_items)  # held-out items: never a target nor a negative
     windows = TrainWindows(split.train, model.config.max_history, n_items)
     if len(windows) == 0:
         raise ValueError("no training sequences with at least 2 items; check the data set")

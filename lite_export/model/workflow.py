@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from lite_export.catalog import ItemCatalog
-from lite_export.data import leave_one_out, load_dataset
+from lite_export.data import cold_start_split, leave_one_out, load_dataset
 from lite_export.data.base import LeaveOneOutSplit, SequenceDataset
 from lite_export.model.budget import RunClock, plan_budget
 from lite_export.model.config import LiteConfig, TrainConfig
@@ -28,16 +28,35 @@ class DataSpec:
 
     name: str
     data_dir: str | None = None
+    #: the cold-start protocol: this fraction of the items is held out of training and
+    #: validation (:func:`~lite_export.data.split.cold_start_split`); 0 = the standard split
+    cold_items: float = 0.0
+    cold_seed: int = 0
 
     def load(self) -> SequenceDataset:
         return load_dataset(self.name, self.data_dir)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "data_dir": self.data_dir}
+        out: dict = {"name": self.name, "data_dir": self.data_dir}
+        if self.cold_items:
+            out |= {"cold_items": self.cold_items, "cold_seed": self.cold_seed}
+        return out
+
+    @classmethod
+    def from_stored(cls, stored: dict, name: str | None = None, data_dir=None) -> DataSpec:
+        """The spec a checkpoint recorded (``to_dict``), with its name or directory replaced."""
+        return cls(
+            name or stored.get("name", "synthetic"),
+            data_dir if data_dir is not None else (stored.get("data_dir") if not name else None),
+            float(stored.get("cold_items", 0.0)),
+            int(stored.get("cold_seed", 0)),
+        )
 
 
 def load_split(spec: DataSpec) -> tuple[SequenceDataset, LeaveOneOutSplit]:
     ds = spec.load()
+    if spec.cold_items:
+        return ds, cold_start_split(ds, spec.cold_items, spec.cold_seed)
     return ds, leave_one_out(ds)
 
 
@@ -153,6 +172,12 @@ def train_checkpoint(
                     timings=timings,
                 )
             run.unit("eval_batch", max(timings["batch_seconds"], default=0.0))
+            if split.cold_items:  # the same ranks, told apart by whether the target was held out
+                with prog.enabled(False), run.phase("test"):
+                    result.test_by_target = {
+                        which: evaluate_split(model, split, f"test_{which}", device=acc.device)
+                        for which in ("cold", "warm")
+                    }
         except StopRequested:
             result.interrupted = stop.signum
             result.state.reason = (
@@ -236,9 +261,16 @@ def evaluate_split(
     timings: dict | None = None,
 ) -> dict:
     """Metrics of ``model`` on the test or validation users (``desc``: show progress)."""
-    examples = {"test": split.test, "valid": split.valid}.get(which)
+    examples = {
+        "test": split.test,
+        "valid": split.valid,
+        "test_cold": split.test_subset("cold"),
+        "test_warm": split.test_subset("warm"),
+    }.get(which)
     if examples is None:
-        raise ValueError(f"split must be 'test' or 'valid', got {which!r}")
+        raise ValueError(
+            f"split must be 'test', 'valid', 'test_cold' or 'test_warm', got {which!r}"
+        )
     model.eval()
     return evaluate_ranking(
         model.score,

@@ -126,7 +126,7 @@ def test_trained_user_vectors_identical_topk(trained, synthetic, precision):
     ids = pad_histories(ds.sequences, model.config.max_history, n)
     with torch.inference_mode():
         h = model.user_vectors(ids).float()
-    W, b = model.head.weight.detach().float(), model.head.bias.detach().float()
+    W, b = (t.detach().float() for t in model.head_params())
     cat = quantize_catalog(W, b, precision)
     ex = torch.where(ids == n, -1, ids)
     for exclude in (None, ex):

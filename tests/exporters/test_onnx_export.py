@@ -179,3 +179,42 @@ def test_regularised_gated_model_trains_and_exports_from_the_cli(tmp_path):
     art = export_artifact(ckpt, tmp_path / "art", ExportOptions(k=10, optimize=False), log=None)
     parity = json.loads((art / "manifest.json").read_text())["parity"]["model.onnx"]
     assert parity["scores_ok"] and parity["ids_ok"]
+
+
+def test_text_head_cold_start_run_trains_evaluates_and_exports(tmp_path):
+    # --head text+id under the cold-start protocol: the held-out items never reach training,
+    # the test is reported per target kind, and the export freezes the computed head rows
+    from safetensors.numpy import load_file
+    from typer.testing import CliRunner
+
+    from lite_export.cli import app
+    from lite_export.model.lite_llm4rec import LiteLLM4Rec
+
+    ckpt, report = tmp_path / "ckpt", tmp_path / "train.json"
+    args = ["train", "--preset", "tiny", "--epochs", "1", "--out", str(ckpt), "--no-progress"]
+    flags = ["--head", "text+id", "--head-residual-dropout", "0.2", "--cold-items", "0.1"]
+    trained = CliRunner().invoke(app, [*args, *flags, "--json", str(report)])
+    assert trained.exit_code == 0, trained.output
+    assert "cold (" in trained.output and "warm (" in trained.output
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["model"]["head"] == "text+id" and cfg["data"]["cold_items"] == 0.1
+    by_target = json.loads(report.read_text())["train"]["test_by_target"]
+    test_users = json.loads(report.read_text())["test"]["users"]
+    assert by_target["cold"]["users"] + by_target["warm"]["users"] == test_users
+    model = LiteLLM4Rec.from_pretrained(ckpt)
+    from lite_export.model.workflow import DataSpec, load_split
+
+    _, split = load_split(DataSpec.from_stored(cfg["data"]))
+    cold = split.cold_items
+    assert len(cold) == round(0.1 * model.config.num_items)
+    # held out of the loss: their learned residual rows never moved from zero
+    assert not model.head.weight[cold].any() and not model.head.bias[cold].any()
+    assert model.head.weight.any()
+    art = export_artifact(ckpt, tmp_path / "art", ExportOptions(k=10, optimize=False), log=None)
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["model"]["head"] == "text+id"
+    assert manifest["parity"]["model.onnx"]["scores_ok"]
+    head = load_file(str(art / "head.safetensors"))
+    w, b = (t.detach().numpy() for t in model.head_params())
+    np.testing.assert_array_equal(head["weight"], w)
+    np.testing.assert_array_equal(head["bias"], b)

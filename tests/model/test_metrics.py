@@ -87,3 +87,18 @@ def test_most_popular_scores_are_the_counts():
 def test_no_examples_is_a_clear_error():
     with pytest.raises(ValueError, match="no evaluation examples"):
         metrics_from_ranks([])
+
+
+def test_text_cosine_scores_the_cosine_to_the_mean_history_vector():
+    from lite_export.model.metrics import TextCosine
+
+    torch.manual_seed(0)
+    v = torch.randn(7, 5)
+    peer = TextCosine(v)
+    ids = torch.tensor([[7, 7, 1, 3], [0, 2, 4, 6]])  # 7 = pad
+    scores = peer(ids)
+    unit = torch.nn.functional.normalize(v, dim=-1)
+    for row, hist in zip(scores, ([1, 3], [0, 2, 4, 6]), strict=True):
+        user = unit[hist].mean(0)
+        torch.testing.assert_close(row, torch.nn.functional.cosine_similarity(v, user[None], -1))
+    assert scores.shape == (2, 7)

@@ -1,0 +1,127 @@
+"""The head built from item text (``head="text"`` / ``"text+id"``) and training exclusions."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lite_export.model.config import LiteConfig
+from lite_export.model.lite_llm4rec import LiteLLM4Rec
+from tests.model.test_model import _catalog, _model
+
+IDS = torch.tensor([[30, 30, 1, 2, 3], [4, 5, 6, 7, 8]])
+TARGETS = torch.tensor([[-100, -100, 2, 3, 4], [5, 6, 7, 8, 9]])
+
+
+@pytest.mark.parametrize("head", ["text", "text+id"])
+def test_text_head_rows_come_from_the_item_vectors(head):
+    model = _model(head=head)
+    w, b = model.head_params()
+    assert w.shape == (30, 32) and b.shape == (30,)
+    out = model.head_text(model.item_vectors[:-1])
+    torch.testing.assert_close(w, out[:, :32])
+    torch.testing.assert_close(b, out[:, 32])  # "text+id" starts with a zero residual
+    with torch.no_grad():
+        ref = model.user_vectors(IDS) @ w.T + b
+    torch.testing.assert_close(model.score(IDS), ref)
+    rows = torch.tensor([3, 0, 3])
+    wr, br = model.head_params(rows)
+    torch.testing.assert_close(wr, w[rows])
+    torch.testing.assert_close(br, b[rows])
+    if head == "text":
+        assert model.head is None
+    else:
+        assert not model.head.weight.any() and not model.head.bias.any()
+
+
+@pytest.mark.parametrize("head", ["text", "text+id"])
+@pytest.mark.parametrize("negatives", [0, 8])
+def test_text_head_trains_every_parameter(head, negatives):
+    model = _model(head=head).train()
+    loss = model(IDS, targets=TARGETS, num_negatives=negatives)
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert model.head_text.weight.grad.abs().sum() > 0
+
+
+def test_residual_dropout_drops_whole_rows_in_training_only():
+    model = _model(head="text+id", head_residual_dropout=0.5)
+    with torch.no_grad():
+        model.head.weight.fill_(1.0)
+        model.head.bias.fill_(1.0)
+    text_w, text_b = (t.detach() for t in _text_rows(model))
+    w_eval, b_eval = model.head_params()
+    torch.testing.assert_close(w_eval, text_w + 1)  # eval: text row + residual
+    torch.testing.assert_close(b_eval, text_b + 1)
+    model.train()
+    torch.manual_seed(0)
+    w, b = model.head_params()
+    res_w, res_b = w - text_w, b - text_b
+    dropped = res_b.abs() < 1e-6
+    kept = (res_b - 2.0).abs() < 1e-5  # kept rows are rescaled by 1 / (1 - p)
+    assert (dropped | kept).all() and dropped.any() and kept.any()
+    torch.testing.assert_close(res_w[dropped], torch.zeros_like(res_w[dropped]))
+    torch.testing.assert_close(res_w[kept], torch.full_like(res_w[kept], 2.0))
+
+
+def _text_rows(model):
+    out = model.head_text(model.item_vectors[:-1])
+    return out[:, :-1], out[:, -1]
+
+
+@pytest.mark.parametrize("negatives", [0, 8])
+def test_blocked_items_get_no_gradient_and_no_probability(negatives):
+    model = _model(head="text+id", dropout=0.0).train()
+    blocked = [10, 11, 12, 29]
+    model.block_in_training(blocked)
+    ids = torch.tensor([[30, 1, 2, 3, 4], [4, 5, 6, 7, 8]])
+    targets = torch.tensor([[-100, 2, 3, 4, 5], [5, 6, 7, 8, 9]])
+    torch.manual_seed(1)
+    loss = model(ids, targets=targets, num_negatives=negatives)
+    loss.backward()
+    grad = model.head.weight.grad
+    assert not grad[blocked].any() and not model.head.bias.grad[blocked].any()
+    if negatives == 0:  # the loss is the softmax over the unblocked items only
+        model.zero_grad()
+        h = model(ids)[targets != -100]
+        w, b = model.head_params()
+        free = torch.ones(30, dtype=torch.bool)
+        free[blocked] = False
+        logits = (h @ w.T + b)[:, free]
+        remap = torch.cumsum(free.long(), 0) - 1
+        expected = F.cross_entropy(logits, remap[targets[targets != -100]])
+        torch.testing.assert_close(model(ids, targets=targets), expected)
+    model.block_in_training([])
+    assert not model.train_blocked.any()
+
+
+@pytest.mark.parametrize("head", ["text", "text+id"])
+def test_text_head_checkpoint_round_trip(tmp_path, head):
+    model = _model(head=head, head_residual_dropout=0.3 if head == "text+id" else 0.0)
+    with torch.no_grad():
+        if model.head is not None:
+            model.head.weight.normal_()
+    model.save_pretrained(tmp_path / "ck")
+    again = LiteLLM4Rec.from_pretrained(tmp_path / "ck")
+    assert again.config.head == head
+    torch.testing.assert_close(again.score(IDS), model.score(IDS), rtol=0, atol=0)
+
+
+def test_head_config_is_checked():
+    with pytest.raises(ValueError, match="is not one of"):
+        LiteConfig(head="texts")
+    with pytest.raises(ValueError, match="needs an item LLM"):
+        LiteConfig(item_llm=None, head="text")
+    with pytest.raises(ValueError, match="head_residual_dropout"):
+        LiteConfig(head="text", head_residual_dropout=0.2)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        LiteConfig(head="text+id", head_residual_dropout=1.0)
+
+
+def test_flat_text_refuses_a_text_head():
+    from lite_export.model.flat_text import FlatTextLite
+
+    cfg = LiteConfig.from_name("tiny", d_model=32, d_ff=64, max_history=8, head="text")
+    with pytest.raises(ValueError, match="head='id' only"):
+        FlatTextLite.build(cfg, _catalog(), seed=0)
