@@ -159,7 +159,12 @@ def run(args) -> list[dict]:
             print(f"   {label}: test {test} in {time.perf_counter() - t0:.0f}s", flush=True)
             model.eval()
             ranks_file, ranks = save_ranks(
-                model.score, split, args.out, f"{key}-{tag}-seed{args.seed}", n, ds.max_history
+                model.frozen_scorer(),
+                split,
+                args.out,
+                f"{key}-{tag}-seed{args.seed}",
+                n,
+                ds.max_history,
             )
             config = {
                 "model": model_cfg.to_dict(),

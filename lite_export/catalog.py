@@ -34,11 +34,18 @@ class ItemCatalog:
     titles: list[str]
     popularity: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    #: items removed from recommendation (``lite catalog remove``): still accepted in
+    #: histories, never recommended (their head bias is -inf); empty = none
+    retired: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
         if not self.popularity:
             self.popularity = [0] * len(self.ids)
+        if not any(self.retired):
+            self.retired = []
+        elif len(self.retired) != len(self.ids):
+            raise ValueError("ItemCatalog: retired needs one flag per item")
         self._index = {ext: i for i, ext in enumerate(self.ids)}
         if len(self._index) != len(self.ids):
             raise ValueError("ItemCatalog: external item ids must be unique")
@@ -57,6 +64,13 @@ class ItemCatalog:
     @property
     def pad_index(self) -> int:
         return len(self.ids)
+
+    def index_of(self, external_id) -> int:
+        """The internal index of one external id (UnknownItemError if it is not here)."""
+        idx = self._index.get(str(external_id))
+        if idx is None:
+            raise UnknownItemError([str(external_id)], len(self.ids))
+        return idx
 
     def indices(self, external_ids: Iterable) -> list[int]:
         """Internal indices of external ids; raises UnknownItemError naming every unknown id."""
@@ -91,7 +105,8 @@ class ItemCatalog:
 
     def most_popular(self, k: int) -> tuple[list[int], list[float]]:
         """The k most popular items (ties: lower index first): the empty-history fallback."""
-        order = sorted(range(len(self.ids)), key=lambda i: (-self.popularity[i], i))[:k]
+        gone = self.retired or [False] * len(self.ids)  # retired items only after all others
+        order = sorted(range(len(self.ids)), key=lambda i: (gone[i], -self.popularity[i], i))[:k]
         return order, [float(self.popularity[i]) for i in order]
 
     def to_topk(self, hists: list[list[int]], scores, indices):
@@ -126,11 +141,13 @@ class ItemCatalog:
                 }
                 if self.texts:
                     row["text"] = self.texts[i]
+                if self.retired and self.retired[i]:
+                    row["retired"] = True
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> ItemCatalog:
-        ids, titles, pops, texts = [], [], [], []
+        ids, titles, pops, texts, retired = [], [], [], [], []
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
@@ -144,9 +161,10 @@ class ItemCatalog:
                     pops.append(int(row.get("popularity", 0)))
                     if "text" in row:
                         texts.append(row["text"])
+                    retired.append(bool(row.get("retired", False)))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ValueError(
                         f"{path} line {lineno}: bad item row ({exc}); each line must be a JSON "
                         'object like {"index": 0, "id": "1193", "title": "...", "popularity": 3}'
                     ) from None
-        return cls(ids, titles, pops, texts if len(texts) == len(ids) else [])
+        return cls(ids, titles, pops, texts if len(texts) == len(ids) else [], retired)

@@ -1555,6 +1555,14 @@ def env() -> None:
     print(format_report(report()))
 
 
+def _add_subcommands() -> None:
+    from lite_export.cli_catalog import catalog_app
+
+    app.add_typer(catalog_app, name="catalog")
+
+
+_add_subcommands()
+
 #: when the `lite` process started, on the perf_counter clock (set by main(); None when the app
 #: is invoked in process, e.g. by tests, and each command then starts its own clock)
 _COMMAND_START: float | None = None

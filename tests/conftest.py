@@ -76,3 +76,39 @@ def triton_server(tiny_artifact, tmp_path_factory):
 
     with start_triton(tiny_artifact, tmp_path_factory.mktemp("triton")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def text_head_trained(tmp_path_factory, synthetic):
+    """(model, checkpoint dir) of a 2-epoch tiny run with ``head="text+id"`` on CPU: the model
+    whose artifacts `lite catalog add/remove/update` can edit."""
+    from accelerate import Accelerator
+
+    from lite_export.model.config import LiteConfig, TrainConfig
+    from lite_export.model.workflow import DataSpec, train_checkpoint
+
+    ds, split = synthetic
+    ckpt = tmp_path_factory.mktemp("ckpt") / "text-head"
+    model, *_ = train_checkpoint(
+        DataSpec("synthetic"),
+        LiteConfig.from_name(
+            "tiny", max_history=ds.max_history, head="text+id", head_residual_dropout=0.3
+        ),
+        TrainConfig.from_name("tiny", epochs=2, seed=0),
+        ckpt,
+        accelerator=Accelerator(cpu=True),
+        progress=False,
+        log=None,
+        data=(ds, split),
+    )
+    return model, ckpt
+
+
+@pytest.fixture(scope="session")
+def text_head_artifact(text_head_trained, tmp_path_factory):
+    """The text-head checkpoint exported with K=20 (fp32, ONNX Runtime optimisation off)."""
+    from lite_export.exporters.onnx import ExportOptions, export_artifact
+
+    _, ckpt = text_head_trained
+    out = tmp_path_factory.mktemp("art") / "text-head"
+    return export_artifact(ckpt, out, ExportOptions(k=20, optimize=False), log=None)

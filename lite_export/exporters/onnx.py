@@ -12,7 +12,8 @@ Graphs (dynamo exporter, dynamic batch and history length):
   user_encoder.onnx  item_ids [B, L] -> user_vectors [B, d]   (for the fused kernel or an ANN)
 
 Beside them: head.safetensors (W [N, d], b [N], fp32), encoder.safetensors (the frozen item
-table and rec-LLM weights, for the PyTorch engine), items.jsonl and manifest.json.
+table and rec-LLM weights, for the PyTorch engine), items.jsonl and manifest.json; a model with
+a text head also gets item_tower.safetensors (see ``ITEM_TOWER_FILE``).
 
 ``catalog_precision="int8"`` (``lite export --catalog-precision int8``) makes model.onnx the
 user encoder followed by the int8 ranking head of :mod:`lite_export.exporters.quantized_graph`
@@ -359,6 +360,23 @@ def _validate_encoder(encoder: FrozenUserEncoder, path: Path, model, probes, opt
     return res
 
 
+#: a text-head model's item side (item-LLM vectors, adapter, id embedding, fusion gate, head
+#: projection and residual; fp32): with the rec-LLM weights of encoder.safetensors it rebuilds
+#: the model, so `lite catalog add/remove/update` can edit an artifact without its checkpoint
+ITEM_TOWER_FILE = "item_tower.safetensors"
+
+
+def item_tower_state(model) -> dict[str, torch.Tensor]:
+    """Everything of ``model`` but the rec LLM and the item LLM, plus its item-LLM vectors."""
+    state = {
+        k: v.detach().float().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith(("backbone.", "item_llm."))
+    }
+    state["item_vectors"] = model.item_vectors[:-1].detach().float().cpu().contiguous()
+    return state
+
+
 def export_artifact(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -496,6 +514,9 @@ def export_artifact(
             {k: v.detach().contiguous() for k, v in encoder.state_dict().items()},
             str(tmp / "encoder.safetensors"),
         )
+        if model.config.head != "id":  # what `lite catalog add` needs to give new items rows
+            save_file(item_tower_state(model), str(tmp / ITEM_TOWER_FILE))
+            files.append(ITEM_TOWER_FILE)
         if opts.catalog_precision is not None:
             catalog = _write_catalog(tmp, graph, opts, catalog, parity)
             files.append("catalog.safetensors")

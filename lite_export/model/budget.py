@@ -119,7 +119,7 @@ def plan_budget(clock: RunClock, model, split, cfg, device, keep_state: bool, sa
     model.eval()  # no dropout: no RNG is drawn, and the timing is that of evaluation
     try:
         per_batch = time_eval_batches(
-            model.score,
+            model.frozen_scorer(),
             split.valid,
             model.config.num_items,
             model.config.max_history,

@@ -149,6 +149,10 @@ class LiteLLM4Rec(nn.Module):
             nn.init.zeros_(self.head.bias)
         # items the training loss never ranks (cold-start evaluation: held-out items)
         self.register_buffer("train_blocked", torch.zeros(n, dtype=torch.bool), persistent=False)
+        # items removed from the catalog (`lite catalog remove`): scored -inf, never recommended
+        retired = torch.tensor(self.catalog.retired or [False] * n, dtype=torch.bool)
+        self.register_buffer("retired", retired, persistent=False)
+        self._any_retired = bool(retired.any())
         _add_block_dropout(self.backbone, self.config)
         token_emb = self.backbone.get_input_embeddings()
         if token_emb is not None:
@@ -269,7 +273,8 @@ class LiteLLM4Rec(nn.Module):
 
         ``head="id"``: the learned ``Linear(d, N)``. ``"text"``: ``head_text`` applied to each
         item's item-LLM vector. ``"text+id"``: the text row plus the learned residual, which
-        training drops row by row with ``head_residual_dropout``. Exports freeze the result.
+        training drops row by row with ``head_residual_dropout``. Items the catalog retired
+        (``lite catalog remove``) get bias -inf: never recommended. Exports freeze the result.
         """
         w = b = None
         if self.head_text is not None:
@@ -280,13 +285,21 @@ class LiteLLM4Rec(nn.Module):
             rw = self.head.weight if rows is None else self.head.weight[rows]
             rb = self.head.bias if rows is None else self.head.bias[rows]
             if w is None:
-                return rw, rb
-            p = self.config.head_residual_dropout
-            if self.training and p > 0:
-                keep = (torch.rand(rw.shape[0], device=rw.device) >= p).to(rw.dtype) / (1 - p)
-                rw, rb = rw * keep.unsqueeze(1), rb * keep
-            w, b = w + rw, b + rb
+                w, b = rw, rb
+            else:
+                w, b = self._add_residual(w, b, rw, rb)
+        if self._any_retired:
+            gone = self.retired if rows is None else self.retired[rows]
+            b = b.masked_fill(gone, float("-inf"))
         return w, b
+
+    def _add_residual(self, w, b, rw, rb):
+        """The text rows plus the learned residual, dropped row by row in training."""
+        p = self.config.head_residual_dropout
+        if self.training and p > 0:
+            keep = (torch.rand(rw.shape[0], device=rw.device) >= p).to(rw.dtype) / (1 - p)
+            rw, rb = rw * keep.unsqueeze(1), rb * keep
+        return w + rw, b + rb
 
     def block_in_training(self, items) -> None:
         """Keep ``items`` (indices) out of the training loss: never a target nor a negative,
@@ -352,6 +365,13 @@ class LiteLLM4Rec(nn.Module):
         """Scores of every catalog item. [B, L] -> [B, N]"""
         w, b = self.head_params()
         return F.linear(self.user_vectors(item_ids), w, b)
+
+    def frozen_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`score` with the head computed once: for evaluation passes, where the weights
+        do not change between batches (a text head's rows are otherwise rebuilt per batch)."""
+        with torch.no_grad():
+            w, b = (t.detach() for t in self.head_params())
+        return lambda item_ids: F.linear(self.user_vectors(item_ids), w, b)
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()

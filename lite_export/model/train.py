@@ -283,7 +283,7 @@ def train_model(
             try:
                 with run.phase("validate"):
                     valid = evaluate_ranking(
-                        unwrapped.score,
+                        unwrapped.frozen_scorer(),
                         split.valid,
                         n_items,
                         unwrapped.config.max_history,

@@ -273,7 +273,7 @@ def evaluate_split(
         )
     model.eval()
     return evaluate_ranking(
-        model.score,
+        model.frozen_scorer(),
         examples,
         model.config.num_items,
         model.config.max_history,
