@@ -12,7 +12,10 @@
 # (holding quality_runs.json) whose runs join the selection. DATASETS: which data sets (default both).
 # SEEDS: the seeds every grid point runs with (default "0 1 2": the merge reports mean ± std over
 # them and a paired bootstrap of Lite-LLM4Rec minus SASRec per seed). BUDGET=none trains each run
-# until early stopping (patience) instead of for a fixed time.
+# until early stopping (patience) instead of for a fixed time. COLD=0.1: the cold-start protocol
+# (that fraction of the items held out of training; cold and warm rows), where each Lite-LLM4Rec
+# run trains every head of HEADS (default "id text text+id", --head-residual-dropout
+# HEAD_DROPOUT, default 0.5) and the text-only peer joins most-popular.
 set -u
 OUT=${OUT:-benchmarks/results/quality_gpu}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
@@ -22,6 +25,9 @@ CONFIGS=${CONFIGS:-"--rec-arch llama --d-model 64 --dropout 0.2
 --rec-arch gpt2 --d-model 128 --dropout 0.3"}
 MERGE_WITH=${MERGE_WITH:-}
 SEEDS=${SEEDS:-0 1 2}
+COLD=${COLD:-}
+cold_flags=""
+[ -n "$COLD" ] && cold_flags="--cold-items $COLD"
 budget_flag="--max-train-seconds $BUDGET"
 [ "$BUDGET" = none ] && budget_flag=""
 mkdir -p "$OUT/runs"
@@ -37,9 +43,13 @@ for ds in ${DATASETS:-ml-1m amazon-beauty}; do
         extra=""
         [ "$model" = SASRec ] && [ "$cfg" = "$first" ] && [ "$seed" = "${SEEDS%% *}" ] \
           && extra="most-popular"
+        [ -n "$COLD" ] && [ -n "$extra" ] && extra="$extra text-cosine"
+        [ -n "$COLD" ] && [ "$model" = Lite-LLM4Rec ] \
+          && extra="--heads ${HEADS:-id text text+id} --head-residual-dropout ${HEAD_DROPOUT:-0.5}"
         # shellcheck disable=SC2086
         $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
-          --out "$OUT/runs/r$i" $cfg --seed "$seed" $budget_flag > "$OUT/runs/r$i.log" 2>&1 &
+          --out "$OUT/runs/r$i" $cfg --seed "$seed" $budget_flag $cold_flags \
+          > "$OUT/runs/r$i.log" 2>&1 &
         i=$((i + 1))
       done
     done <<< "$CONFIGS"

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,8 +64,9 @@ class CatalogChange:
     operation: str
     ids: list[str]
     parent: dict = field(default_factory=dict)
-    encoder: str | None = None
+    encoder: dict | None = None
     check: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # encode, export (with validation), total
 
     def to_dict(self) -> dict:
         shown = self.ids[:20]
@@ -76,6 +78,7 @@ class CatalogChange:
             "parent": self.parent,
             "encoder": self.encoder,
             "untouched_items_check": self.check,
+            "seconds": self.seconds,
         }
 
 
@@ -363,6 +366,8 @@ def edit_catalog(
     if operation not in OPERATIONS:
         raise CatalogEditError(f"operation must be one of {OPERATIONS}, got {operation!r}")
     say = log or (lambda _m: None)
+    t0 = time.perf_counter()
+    seconds: dict = {}
     art = Path(art)
     target = check_output_dir(out, "artifact", force=force, sources=[art])
     model, manifest = model_from_artifact(art)
@@ -380,7 +385,9 @@ def edit_catalog(
         encode, enc_info = _encoder(art, manifest, checkpoint, encoder)
         enc_info["check"] = check_encoder(encode, model, enc_info["path"])
         say(f"encoding {len(to_encode):,} item texts ({enc_info['kind']})")
+        t_enc = time.perf_counter()
         new_vectors = torch.as_tensor(np.asarray(encode(list(to_encode.values()))))
+        seconds["encode"] = round(time.perf_counter() - t_enc, 3)
         grown = torch.zeros(len(new_catalog), vectors.shape[1])
         grown[: vectors.shape[0]] = vectors
         grown[list(to_encode)] = new_vectors.float()
@@ -409,10 +416,13 @@ def edit_catalog(
             "num_items": len(model.catalog),
         },
         encoder=enc_info,
+        seconds=seconds,
     )
 
     def post_build(tmp: Path, new_manifest: dict) -> list[str]:
         change.check = check_untouched(art, tmp, manifest, untouched)
+        seconds["export"] = round(time.perf_counter() - t_export, 3)
+        seconds["total"] = round(time.perf_counter() - t0, 3)
         new_manifest["source_checkpoint"] = manifest.get("source_checkpoint")
         new_manifest["catalog_change"] = change.to_dict()
         new_manifest["catalog_history"] = [
@@ -424,6 +434,7 @@ def edit_catalog(
     ckpt_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.ckpt.", dir=target.parent))
     try:
         ckpt = edited.save_pretrained(ckpt_dir / "model")
+        t_export = time.perf_counter()
         say(f"{operation}: {len(changed):,} items; exporting {len(new_catalog):,} items")
         return export_artifact(
             ckpt,

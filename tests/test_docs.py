@@ -60,7 +60,10 @@ def test_cli_reference_lists_every_command(site):
     html = (site / "cli" / "index.html").read_text()
     commands = typer.main.get_command(app).commands
     assert commands
-    missing = [name for name in commands if f'id="lite-{name}"' not in html]
+    names = list(commands)
+    names += [f"{g}-{sub}" for g, cmd in commands.items() for sub in getattr(cmd, "commands", {})]
+    assert "catalog-add" in names
+    missing = [name for name in names if f'id="lite-{name}"' not in html]
     assert not missing, f"CLI reference lacks {missing}"
 
 
