@@ -92,6 +92,7 @@ def main() -> None:
     p.add_argument("--dataset", default="ml-1m", help="the quality.json data set for retraining")
     p.add_argument("--retrain-epochs", type=int, default=None)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--note", default="", help="a line on the conditions, kept with the results")
     args = p.parse_args()
 
     from lite_export.artifact import read_manifest
@@ -141,6 +142,7 @@ def main() -> None:
         "machine": machine(),
         "commit": commit(),
         "command": "python benchmarks/bench_catalog_edit.py " + " ".join(sys.argv[1:]),
+        "note": args.note,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "catalog.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -177,6 +179,8 @@ def render(res: dict) -> str:
         f"{rt['seconds']:,.0f} s, plus the export. p99 over {res['rows'][0]['repeats']} runs is "
         "their maximum.",
     ]
+    if res.get("note"):
+        lines += ["", res["note"]]
     return "\n".join(lines) + "\n"
 
 

@@ -379,6 +379,12 @@ def edit_catalog(
             "edit an fp32 export, then quantize"
         )
     new_catalog, to_encode, sources, changed = _plan(operation, model, items, ids)
+    left = [name for name in ("model.plan", "triton") if (art / name).exists()]
+    if left:
+        say(
+            f"note: {art} also holds {' and '.join(left)}; the edited artifact has the ONNX "
+            "graphs only: build TensorRT plans and Triton repositories again from it"
+        )
     vectors = model.item_vectors[:-1].detach().clone()
     enc_info = None
     if to_encode:

@@ -582,13 +582,18 @@ def eval_cmd(
                 model, split, split_name, device=dev, desc=f"evaluating {ckpt.name} ({split_name})"
             )
         pop = most_popular_metrics(split, split_name)
+        by_target = {}
+        if split.cold_items and split_name == "test":  # the cold-start protocol it trained under
+            by_target = {
+                which: evaluate_split(model, split, f"test_{which}", device=dev)
+                for which in ("cold", "warm")
+            }
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
         _fail(str(exc))
-    Console().print(
-        _metrics_table(
-            {ckpt.name: metrics, "most-popular": pop}, f"{ds.name} {split_name} — {PROTOCOL}"
-        )
-    )
+    rows = {ckpt.name: metrics, "most-popular": pop}
+    for which, m in by_target.items():
+        rows[f"{which} ({m['users']:,} users)"] = m
+    Console().print(_metrics_table(rows, f"{ds.name} {split_name} — {PROTOCOL}"))
     if json_out:
         write_json(
             json_out,
@@ -600,6 +605,7 @@ def eval_cmd(
                 "protocol": PROTOCOL,
                 "metrics": metrics,
                 "most_popular": pop,
+                **({"by_target": by_target} if by_target else {}),
             },
         )
         print(f"metrics written to {json_out}")

@@ -201,6 +201,10 @@ def test_text_head_cold_start_run_trains_evaluates_and_exports(tmp_path):
     by_target = json.loads(report.read_text())["train"]["test_by_target"]
     test_users = json.loads(report.read_text())["test"]["users"]
     assert by_target["cold"]["users"] + by_target["warm"]["users"] == test_users
+    evaluated = CliRunner().invoke(app, ["eval", str(ckpt), "--json", str(tmp_path / "e.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    again = json.loads((tmp_path / "e.json").read_text())["by_target"]
+    assert again["cold"] == pytest.approx(by_target["cold"], abs=1e-9)
     model = LiteLLM4Rec.from_pretrained(ckpt)
     from lite_export.model.workflow import DataSpec, load_split
 
