@@ -379,6 +379,13 @@ def edit_catalog(
             "edit an fp32 export, then quantize"
         )
     new_catalog, to_encode, sources, changed = _plan(operation, model, items, ids)
+    k = int(manifest["dims"]["k"])
+    live = len(new_catalog) - sum(new_catalog.retired or [])
+    if live < k + 1:
+        raise CatalogEditError(
+            f"after this edit {live} items can be recommended, fewer than the artifact's k={k} "
+            "plus one; re-export with a smaller --k or keep more items"
+        )
     left = [name for name in ("model.plan", "triton") if (art / name).exists()]
     if left:
         say(
@@ -399,13 +406,6 @@ def edit_catalog(
         grown[list(to_encode)] = new_vectors.float()
         vectors = grown
     edited = rebuild(model, new_catalog, vectors, sources)
-    k = int(manifest["dims"]["k"])
-    live = len(new_catalog) - sum(new_catalog.retired or [])
-    if live < k + 1:
-        raise CatalogEditError(
-            f"after this edit {live} items can be recommended, fewer than the artifact's k={k} "
-            "plus one; re-export with a smaller --k or keep more items"
-        )
     changed_set = set(changed)
     was_retired = model.catalog.retired or [False] * len(model.catalog)
     untouched = [

@@ -214,3 +214,11 @@ def test_triton_repository_is_rebuilt_from_the_edited_artifact(added, tmp_path):
     write_model_repository(added, repo)
     items = (repo / "lite" / "1").rglob("items.jsonl")
     assert any("N3" in p.read_text() for p in items)
+
+
+def test_an_edit_must_leave_more_than_k_items(text_head_artifact, tmp_path):
+    ids = _ids(text_head_artifact)
+    k = verify_artifact(text_head_artifact)["dims"]["k"]
+    with pytest.raises(CatalogEditError, match=f"fewer than the artifact's k={k}"):
+        edit_catalog(text_head_artifact, tmp_path / "x", "remove", ids=ids[k:], log=None)
+    assert not (tmp_path / "x").exists()

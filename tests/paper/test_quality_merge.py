@@ -85,3 +85,38 @@ def test_merge_reports_the_seed_spread_and_the_paired_difference(tmp_path):
     text = q.render(chosen)
     assert "| d | Lite-LLM4Rec | 2 | 0.2500 ± 0.0707 |" in text
     assert "| d | 0 | +" in text
+
+
+def test_cold_start_rows_are_selected_per_split_and_rendered_apart():
+    q = _module()
+    runs = [_run("Lite-LLM4Rec", 0, 0.05, 0.06), _run("SASRec", 0, 0.04, 0.05)]
+    for which, ndcg in (("cold", 0.02), ("warm", 0.05)):
+        for valid, model in ((0.03, "text-cosine"), (0.055, "Lite-LLM4Rec (head text+id)")):
+            runs.append(
+                _run(model, 0, ndcg, valid)
+                | {"split": which, "users": 7, "cold_items": 0.1, "cold_seed": 0}
+            )
+    chosen = q.annotate(q.select(runs), runs, [])
+    assert [(r["model"], r.get("split", "all")) for r in chosen] == [
+        ("SASRec", "all"),
+        ("Lite-LLM4Rec", "all"),
+        ("text-cosine", "cold"),
+        ("Lite-LLM4Rec (head text+id)", "cold"),
+        ("text-cosine", "warm"),
+        ("Lite-LLM4Rec (head text+id)", "warm"),
+    ]
+    assert all("seed_spread" not in r for r in chosen if r.get("split"))
+    text = q.render(chosen)
+    main, cold = text.split("Cold start: 10% of the items (seed 0)")
+    assert "text-cosine" not in main and "| cold | d | Lite-LLM4Rec (head text+id) | 7 |" in cold
+
+
+def test_by_target_splits_ranks_by_held_out_target():
+    from types import SimpleNamespace
+
+    q = _module()
+    split = SimpleNamespace(cold_items=[3], test=[([1], 3), ([2], 4), ([1, 2], 3)])
+    out = q.by_target(split, [0, 50, 12])
+    (cold, n_cold), (warm, n_warm) = out["cold"], out["warm"]
+    assert (n_cold, n_warm) == (2, 1)
+    assert cold["recall@10"] == 0.5 and cold["recall@20"] == 1.0 and warm["recall@20"] == 0.0
