@@ -8,7 +8,8 @@ its item-LLM vector, so an item it never saw gets a row from its text alone. An 
    the training checkpoint is not needed;
 2. encodes the new or changed text with the checkpoint's item LLM (``checkpoint=``) or with the
    ONNX items encoder of :func:`~lite_export.exporters.items_encoder.export_items_encoder`
-   (``encoder=``, ONNX Runtime and tokenizers only, no PyTorch at that step), after
+   (``encoder=``, or the artifact's own ``items_encoder/`` from ``lite export
+   --items-encoder``: ONNX Runtime and tokenizers only, no PyTorch at that step), after
    checking that the encoder reproduces the artifact's own item vectors;
 3. appends (``add``), retires (``remove``: bias -inf, never recommended, still accepted in
    histories) or re-encodes (``update``) items: a new item's id embedding and learned head
@@ -261,10 +262,14 @@ def check_encoder(encode: Callable, model, where: str) -> dict:
 
 
 def _encoder(art: Path, manifest: dict, checkpoint, encoder) -> tuple[Callable, dict]:
+    from lite_export.exporters.onnx import ITEMS_ENCODER_DIR
+
     if checkpoint is not None and encoder is not None:
         raise CatalogEditError("pass --checkpoint or --encoder, not both")
     if encoder is not None:
         return onnx_encoder(encoder)
+    if checkpoint is None and (art / ITEMS_ENCODER_DIR / "items_encoder.json").is_file():
+        return onnx_encoder(art / ITEMS_ENCODER_DIR)  # exported with --items-encoder
     if checkpoint is None:
         source = manifest.get("source_checkpoint")
         if source and Path(source).is_dir():
@@ -274,7 +279,8 @@ def _encoder(art: Path, manifest: dict, checkpoint, encoder) -> tuple[Callable, 
             raise CatalogEditError(
                 "new text needs the model's item LLM: pass --checkpoint CKPT (the training "
                 "checkpoint) or --encoder DIR (its items encoder, written by "
-                f"lite_export.exporters.items_encoder.export_items_encoder){there}"
+                "lite_export.exporters.items_encoder.export_items_encoder), or export the "
+                f"artifact with `lite export --items-encoder`{there}"
             )
     return checkpoint_encoder(checkpoint)
 
@@ -361,7 +367,7 @@ def edit_catalog(
     import torch
 
     from lite_export.artifact import check_output_dir
-    from lite_export.exporters.onnx import export_artifact
+    from lite_export.exporters.onnx import ITEMS_ENCODER_DIR, export_artifact
 
     if operation not in OPERATIONS:
         raise CatalogEditError(f"operation must be one of {OPERATIONS}, got {operation!r}")
@@ -427,6 +433,11 @@ def edit_catalog(
 
     def post_build(tmp: Path, new_manifest: dict) -> list[str]:
         change.check = check_untouched(art, tmp, manifest, untouched)
+        files = []
+        if manifest.get("items_encoder"):  # the same item LLM: its export carries over
+            shutil.copytree(art / ITEMS_ENCODER_DIR, tmp / ITEMS_ENCODER_DIR)
+            new_manifest["items_encoder"] = manifest["items_encoder"]
+            files = [f"{ITEMS_ENCODER_DIR}/{f}" for f in manifest["items_encoder"]["files"]]
         seconds["export"] = round(time.perf_counter() - t_export, 3)
         seconds["total"] = round(time.perf_counter() - t0, 3)
         new_manifest["source_checkpoint"] = manifest.get("source_checkpoint")
@@ -435,7 +446,7 @@ def edit_catalog(
             *manifest.get("catalog_history", []),
             {k: v for k, v in change.to_dict().items() if k != "untouched_items_check"},
         ]
-        return []
+        return files
 
     ckpt_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.ckpt.", dir=target.parent))
     try:

@@ -901,6 +901,15 @@ def export_cmd(
             "settle are ranked again in full precision \\[default: calibrated on probe users]."
         ),
     ] = None,
+    items_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--items-encoder",
+            help="Also export the item LLM to ART/items_encoder/ (ONNX, validated; the "
+            "optimum extra), so `lite catalog add` encodes new item text from the artifact "
+            "alone.",
+        ),
+    ] = False,
     timing_cache: Annotated[
         Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")
     ] = None,
@@ -1087,6 +1096,7 @@ def export_cmd(
         max_exclude=max_exclude,
         catalog_precision=catalog_precision,
         catalog_candidates=catalog_candidates,
+        items_encoder=items_encoder,
         **shapes,
     )
     from lite_export.progress import enabled as progress_enabled

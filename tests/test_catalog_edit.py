@@ -144,22 +144,42 @@ def test_update_re_encodes_changed_text_only(added, tmp_path):
     assert verify_artifact(out)["catalog_change"]["untouched_items_check"]["ok"]
 
 
-def test_onnx_items_encoder_adds_without_the_checkpoint(text_head_trained, added, tmp_path):
+def test_an_artifact_with_its_items_encoder_edits_without_the_checkpoint(
+    text_head_trained, added, tmp_path
+):
     pytest.importorskip("optimum")
-    from lite_export.exporters.items_encoder import export_items_encoder
+    from lite_export.exporters.onnx import ExportOptions, export_artifact
 
     _, ckpt = text_head_trained
-    enc = tmp_path / "enc"
-    export_items_encoder(ckpt, enc)
-    more = [{"id": "N9", "text": "Title: Night Train. Genres: Thriller."}]
-    out = tmp_path / "more"
+    art = export_artifact(
+        ckpt, tmp_path / "art", ExportOptions(k=20, optimize=False, items_encoder=True), log=None
+    )
+    assert verify_artifact(art)["items_encoder"]["parity"]["passed"]
+    more = _jsonl(
+        tmp_path / "m.jsonl", [{"id": "N9", "text": "Title: Night Train. Genres: Thriller."}]
+    )
+    first, second = tmp_path / "one", tmp_path / "two"
+    assert _run("add", art, "--items", more, "--out", first).exit_code == 0
+    again = _jsonl(tmp_path / "a.jsonl", NEW)
+    res = _run("add", first, "--items", again, "--out", second)  # its encoder carried over
+    assert res.exit_code == 0, res.output
+    for out in (first, second):
+        manifest = verify_artifact(out)
+        assert manifest["catalog_change"]["encoder"]["kind"] == "items_encoder.onnx"
+        assert any(f.startswith("items_encoder/") for f in manifest["files"])
+    assert _ids(second)[-4:] == ["N9", "N1", "N2", "N3"]
+    # --encoder DIR: an items encoder kept elsewhere, for an artifact exported without one
     res = _run(
-        "add", added, "--items", _jsonl(tmp_path / "m.jsonl", more), "--out", out, "--encoder", enc
+        "add",
+        added,
+        "--items",
+        more,
+        "--out",
+        tmp_path / "three",
+        "--encoder",
+        art / "items_encoder",
     )
     assert res.exit_code == 0, res.output
-    change = verify_artifact(out)["catalog_change"]
-    assert change["encoder"]["kind"] == "items_encoder.onnx"
-    assert change["encoder"]["check"]["max_rel_error"] <= 1e-4
 
 
 @pytest.mark.parametrize(

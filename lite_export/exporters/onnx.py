@@ -160,6 +160,9 @@ class ExportOptions:
     catalog_precision: str | None = None
     #: Candidates the int8 graph re-ranks exactly (``M``); None: calibrated on probe users.
     catalog_candidates: int | None = None
+    #: Also export the item LLM to ``items_encoder/`` (Optimum; ``lite export --items-encoder``):
+    #: the artifact then encodes new item text itself (``lite catalog add``), no checkpoint needed.
+    items_encoder: bool = False
 
 
 def _dims(max_history: int):
@@ -364,6 +367,8 @@ def _validate_encoder(encoder: FrozenUserEncoder, path: Path, model, probes, opt
 #: projection and residual; fp32): with the rec-LLM weights of encoder.safetensors it rebuilds
 #: the model, so `lite catalog add/remove/update` can edit an artifact without its checkpoint
 ITEM_TOWER_FILE = "item_tower.safetensors"
+#: where ``items_encoder=True`` puts the item LLM's ONNX export inside the artifact
+ITEMS_ENCODER_DIR = "items_encoder"
 
 
 def item_tower_state(model) -> dict[str, torch.Tensor]:
@@ -410,6 +415,10 @@ def export_artifact(
         raise ImportError(
             f'lite export needs {", ".join(missing)}: pip install "lite-export[onnx]" '
             '(or "lite-export[gpu]" on an NVIDIA GPU host)'
+        )
+    if opts.items_encoder and importlib.util.find_spec("optimum") is None:
+        raise ImportError(
+            'exporting the items encoder needs Hugging Face Optimum: pip install "lite-export[optimum]"'
         )
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {opts.precision!r}")
@@ -522,6 +531,14 @@ def export_artifact(
             files.append("catalog.safetensors")
         model.catalog.write_jsonl(tmp / "items.jsonl")
         files += ["head.safetensors", "encoder.safetensors", "items.jsonl"]
+        items_encoder = None
+        if opts.items_encoder:
+            from lite_export.exporters.items_encoder import export_items_encoder
+
+            say(f"exporting the item LLM to {ITEMS_ENCODER_DIR}/ (Optimum) and validating it")
+            items_encoder = export_items_encoder(checkpoint, tmp / ITEMS_ENCODER_DIR)
+            items_encoder["directory"] = ITEMS_ENCODER_DIR
+            files += [f"{ITEMS_ENCODER_DIR}/{f}" for f in items_encoder["files"]]
         trt = _tensorrt_report(tmp / "model.onnx")
         manifest = {
             "format": ARTIFACT_FORMAT,
@@ -561,6 +578,7 @@ def export_artifact(
                 **opts.extra,
             },
             "catalog": catalog,
+            **({"items_encoder": items_encoder} if items_encoder else {}),
             "ort_optimization": optimization,
             "parity": parity,
             "tensorrt_check": trt,
