@@ -463,19 +463,21 @@ class TritonPythonModel:
         self.pad = int(dims["pad_id"])
         self.ids = []
         self.popularity = []
+        retired = []  # `lite catalog remove`: never recommended, the fallback included
         with open(os.path.join(here, "items.jsonl"), encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     row = json.loads(line)
                     self.ids.append(str(row["id"]))
                     self.popularity.append(int(row.get("popularity", 0)))
+                    retired.append(bool(row.get("retired", False)))
         if len(self.ids) != self.num_items:
             raise pb_utils.TritonModelException(
                 f"items.jsonl has {len(self.ids)} items, manifest.json says {self.num_items}"
             )
         self.index = {ext: i for i, ext in enumerate(self.ids)}
         self.ids_bytes = np.array([s.encode("utf-8") for s in self.ids], dtype=np.object_)
-        order = sorted(range(self.num_items), key=lambda i: (-self.popularity[i], i))
+        order = sorted(range(self.num_items), key=lambda i: (retired[i], -self.popularity[i], i))
         self.popular = np.array(order[: self.max_k], dtype=np.int64)
         self.popular_scores = np.array(
             [float(self.popularity[i]) for i in self.popular], dtype=np.float32

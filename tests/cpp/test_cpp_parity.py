@@ -398,3 +398,26 @@ def test_cpp_profile_errors_and_artifacts_without_one(
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["profile"] is None and out["results"][0]["ids"] == ref.ids[0]
+
+
+def test_cpp_never_recommends_removed_items(lite_recommend, text_head_artifact, tmp_path):
+    # `lite catalog remove`: the graph scores them -inf, and the empty-history fallback (which
+    # the program orders itself from items.jsonl) skips them too
+    from lite_export.catalog import ItemCatalog
+    from lite_export.catalog_edit import edit_catalog
+
+    cat = ItemCatalog.read_jsonl(text_head_artifact / "items.jsonl")
+    popular = [cat.ids[i] for i in cat.most_popular(3)[0]]
+    rec = lite_export.load(text_head_artifact, engine="onnxruntime")
+    hist = [cat.ids[5], cat.ids[9]]
+    gone = sorted(set(popular) | set(rec.recommend([hist], k=3).ids[0]))
+    out = edit_catalog(text_head_artifact, tmp_path / "removed", "remove", ids=gone, log=None)
+    hists = [hist, [], [gone[0]]]
+    ref = lite_export.load(out, engine="onnxruntime").recommend(hists, k=10)
+    proc = _run(
+        lite_recommend, out, "--histories", _write_jsonl(tmp_path / "h.jsonl", hists), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["results"]
+    assert [r["ids"] for r in rows] == ref.ids
+    assert not set(gone) & {i for r in rows for i in r["ids"]}

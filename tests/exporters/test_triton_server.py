@@ -364,6 +364,27 @@ def _request(history: list[str], k: int | None = None, exclude_seen: bool | None
     return req
 
 
+def _model_py(artifact: Path, tmp_path: Path, monkeypatch, ranker="auto", kind="CPU"):
+    """The repository's model.py for ``artifact``, initialised with stand-in Triton utils."""
+    repo = write_model_repository(artifact, tmp_path / "repo", python_model=True)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_utils())
+    spec = importlib.util.spec_from_file_location("lite_triton_model", repo / "lite/1/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    params = {"graph": {"string_value": "model.onnx"}, "ranker": {"string_value": ranker}}
+    model.initialize(
+        {
+            "model_config": json.dumps({"parameters": params}),
+            "model_repository": str(repo / "lite"),
+            "model_version": "1",
+            "model_instance_kind": kind,
+            "model_instance_device_id": "0",
+        }
+    )
+    return model
+
+
 RANKERS = [
     ("auto", "CPU"),  # a CPU instance: the ONNX ranking graph
     ("lite_export", "CPU"),  # user_encoder.onnx + lite_export.kernels.rank (the CPU path)
@@ -381,22 +402,7 @@ def test_model_py_matches_the_python_engine(
 
     if instance_kind == "GPU" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    repo = write_model_repository(artifact, tmp_path / "repo", python_model=True)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_utils())
-    spec = importlib.util.spec_from_file_location("lite_triton_model", repo / "lite/1/model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
-    params = {"graph": {"string_value": "model.onnx"}, "ranker": {"string_value": ranker}}
-    model.initialize(
-        {
-            "model_config": json.dumps({"parameters": params}),
-            "model_repository": str(repo / "lite"),
-            "model_version": "1",
-            "model_instance_kind": instance_kind,
-            "model_instance_device_id": "0",
-        }
-    )
+    model = _model_py(artifact, tmp_path, monkeypatch, ranker, instance_kind)
     uses_kernel = ranker == "lite_export" or instance_kind == "GPU"
     assert (model.kernel is not None) == uses_kernel
     if uses_kernel:
@@ -552,3 +558,20 @@ def _check_server(client, hists: list[list[str]], ref) -> None:
         res = req.get_result(timeout=60)
         assert [b.decode() for b in res.as_numpy("ITEM_IDS").reshape(-1)] == ref.ids[r]
         np.testing.assert_allclose(res.as_numpy("SCORES").reshape(-1), ref.scores[r], atol=1e-5)
+
+
+def test_model_py_never_recommends_removed_items(text_head_artifact, tmp_path, monkeypatch):
+    # `lite catalog remove` then a repository from the edited artifact: neither the graph nor
+    # the empty-history fallback (ordered by model.py itself) returns a removed item
+    from lite_export.catalog import ItemCatalog
+    from lite_export.catalog_edit import edit_catalog
+
+    cat = ItemCatalog.read_jsonl(text_head_artifact / "items.jsonl")
+    gone = [cat.ids[i] for i in cat.most_popular(3)[0]]
+    out = edit_catalog(text_head_artifact, tmp_path / "removed", "remove", ids=gone, log=None)
+    model = _model_py(out, tmp_path, monkeypatch)
+    answers = model.execute([_request([], 10), _request([gone[0], cat.ids[7]], 10)])
+    for resp in answers:
+        assert resp.error is None
+        assert not set(gone) & {b.decode() for b in resp.outputs["ITEM_IDS"][0]}
+    model.finalize()

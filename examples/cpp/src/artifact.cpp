@@ -123,6 +123,7 @@ std::vector<Item> read_items(const fs::path& path) {
       item.id = item_id_of(row.at("id"));
       if (auto t = row.find("title"); t != row.end() && t->is_string()) item.title = *t;
       if (auto p = row.find("popularity"); p != row.end()) item.popularity = p->get<std::int64_t>();
+      if (auto r = row.find("retired"); r != row.end()) item.retired = r->get<bool>();
       items.push_back(std::move(item));
     } catch (const std::exception& e) {
       throw ArtifactError(path.string() + " line " + std::to_string(lineno) + ": bad item row (" +
@@ -303,13 +304,17 @@ Artifact Artifact::open(const fs::path& dir, bool verify) {
                           "' appears twice; ids must be unique");
     }
   }
-  // most popular first, ties by lower index (catalog.most_popular)
+  // most popular first, ties by lower index, retired items (lite catalog remove) last
+  // (catalog.most_popular)
   art.popular_order_.resize(art.items_.size());
   for (std::size_t i = 0; i < art.items_.size(); ++i) {
     art.popular_order_[i] = static_cast<std::int64_t>(i);
   }
   std::stable_sort(art.popular_order_.begin(), art.popular_order_.end(),
                    [&](std::int64_t a, std::int64_t b) {
+                     if (art.items_[a].retired != art.items_[b].retired) {
+                       return !art.items_[a].retired;
+                     }
                      return art.items_[a].popularity > art.items_[b].popularity;
                    });
   return art;

@@ -67,6 +67,7 @@ struct Item {
   std::string id;          // external id, as the user's data names it
   std::string title;
   std::int64_t popularity = 0;  // training interactions; orders the empty-history fallback
+  bool retired = false;         // removed by `lite catalog remove`: never recommended
 };
 
 // min / opt / max [batch, width] of one rank-2 graph input.
