@@ -50,6 +50,10 @@ DATASETS = {
 METRIC_KEYS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)]
 
 
+#: the code a run was launched with (set when the runs start: a long run outlives commits)
+LAUNCH_COMMIT: str | None = None
+
+
 def row(dataset, model, metrics, seconds, epochs, config, command, valid=None) -> dict:
     return {
         "dataset": dataset,
@@ -61,7 +65,7 @@ def row(dataset, model, metrics, seconds, epochs, config, command, valid=None) -
         "config": config,
         "protocol": PROTOCOL,
         "machine": machine(),
-        "commit": commit(),
+        "commit": LAUNCH_COMMIT or commit(),
         "command": command,
     }
 
@@ -83,6 +87,8 @@ def run(args) -> list[dict]:
         metrics_from_ranks,
     )
 
+    global LAUNCH_COMMIT
+    LAUNCH_COMMIT = commit()
     rows = []
     cmd = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     cold_protocol = {"cold_items": args.cold_items, "cold_seed": args.cold_seed}
