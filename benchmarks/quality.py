@@ -309,7 +309,7 @@ def select(runs: list[dict]) -> list[dict]:
     order = {"most-popular": 0, "text-cosine": 1, "SASRec": 2, "Lite-LLM4Rec": 3}
     splits = {"all": 0, "cold": 1, "warm": 2}
     return sorted(
-        best.values(),
+        (dict(r) for r in best.values()),  # copies: annotate() must not write into the runs
         key=lambda r: (
             splits.get(r.get("split", "all"), 9),
             r["dataset"],
@@ -317,6 +317,10 @@ def select(runs: list[dict]) -> list[dict]:
             r["model"],
         ),
     )
+
+
+#: what annotate() adds to a selected row (older merges also wrote them into quality_runs.json)
+ANNOTATIONS = ("seed_spread", "vs_sasrec")
 
 
 def annotate(chosen: list[dict], runs: list[dict], dirs: list[Path]) -> list[dict]:
@@ -487,8 +491,12 @@ def main() -> None:
         runs = []
         for d in args.merge:
             f = Path(d) / "quality_runs.json"
-            if f.exists():
-                runs += json.loads(f.read_text())
+            if not f.exists():
+                continue
+            for r in json.loads(f.read_text()):
+                r = {k: v for k, v in r.items() if k not in ANNOTATIONS}
+                if r not in runs:  # a run merged before (e.g. one already in OUT) is kept once
+                    runs.append(r)
         chosen = annotate(select(runs), runs, [Path(d) for d in args.merge])
         (out / "quality_runs.json").write_text(json.dumps(runs, indent=2) + "\n")
         (out / "quality.json").write_text(json.dumps(chosen, indent=2) + "\n")

@@ -120,3 +120,16 @@ def test_by_target_splits_ranks_by_held_out_target():
     (cold, n_cold), (warm, n_warm) = out["cold"], out["warm"]
     assert (n_cold, n_warm) == (2, 1)
     assert cold["recall@10"] == 0.5 and cold["recall@20"] == 1.0 and warm["recall@20"] == 0.0
+
+
+def test_merging_again_into_the_same_folder_keeps_each_run_once(tmp_path, monkeypatch):
+    q = _module()
+    new, out = tmp_path / "new", tmp_path / "results"
+    new.mkdir()
+    runs = [_run("Lite-LLM4Rec", 0, 0.3, 0.31), _run("SASRec", 0, 0.1, 0.2)]
+    (new / "quality_runs.json").write_text(json.dumps(runs))
+    for _ in range(2):  # the results folder is itself one of the merged folders
+        argv = ["quality.py", "--merge", str(out), str(new), "--out", str(out)]
+        monkeypatch.setattr("sys.argv", argv)
+        q.main()
+    assert json.loads((out / "quality_runs.json").read_text()) == runs
