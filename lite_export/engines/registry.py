@@ -12,6 +12,8 @@ ENGINES = {
     "tensorrt": ("lite_export.engines.tensorrt_engine", "TensorRTEngine"),
     "onnxruntime": ("lite_export.engines.onnxruntime_engine", "OnnxRuntimeEngine"),
     "torch": ("lite_export.engines.torch_engine", "TorchEngine"),
+    # the catalog ranked in shards and merged, in one process (options: shards, encoder, ...)
+    "sharded": ("lite_export.cluster.shards", "ShardedEngine"),
 }
 #: ``auto`` tries these in order: TensorRT where a plan and a GPU exist, then ONNX Runtime
 #: (fastest on CPU in benchmarks/results/engines.*), then PyTorch.

@@ -118,6 +118,23 @@ def encode(encoder: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return out.last_hidden_state[:, -1]
 
 
+def load_frozen_encoder(artifact: Path, manifest: dict) -> torch.nn.Module:
+    """The artifact's user encoder (``encoder.safetensors``: the frozen item table and the rec
+    LLM) as a ``FrozenUserEncoder``, in the dtype it was exported in."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    from lite_export.exporters.onnx import FrozenUserEncoder
+
+    cfg = dict(manifest["rec_llm_config"])
+    backbone = AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
+    state = load_file(str(Path(artifact) / "encoder.safetensors"))
+    table = state["item_table"]
+    encoder = FrozenUserEncoder(table, backbone.to(table.dtype))
+    encoder.load_state_dict(state)
+    return encoder
+
+
 def request_step(
     encoder: torch.nn.Module,
     weight: torch.Tensor,
@@ -213,16 +230,8 @@ class TorchEngine(Engine):
 
     def _load_impl(self) -> None:
         from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel
 
-        from lite_export.exporters.onnx import FrozenUserEncoder
-
-        cfg = dict(self.manifest["rec_llm_config"])
-        backbone = AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
-        state = load_file(str(self.path / "encoder.safetensors"))
-        table = state["item_table"]
-        encoder = FrozenUserEncoder(table, backbone.to(table.dtype))
-        encoder.load_state_dict(state)
+        encoder = load_frozen_encoder(self.path, self.manifest)
         # safetensors maps the file (copy-on-write): a page is read when first touched, so with
         # the quantized catalog only the re-rank's candidate rows of the head are ever read
         head = load_file(str(self.path / "head.safetensors"))
