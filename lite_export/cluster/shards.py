@@ -45,15 +45,15 @@ def shard_bounds(num_items: int, shards: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def merge_topk(
-    parts: list[tuple[np.ndarray, np.ndarray]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of the shards' ``(scores [B, k_s], global ids [B, k_s])``, best first;
     among equal scores the lower id first. Returns ``(scores [B, k] float32, ids [B, k] int64)``."""
     scores = np.concatenate([np.asarray(p[0], np.float32) for p in parts], axis=1)
     ids = np.concatenate([np.asarray(p[1], np.int64) for p in parts], axis=1)
     if scores.shape[1] < k:
-        raise ValueError(f"the shards returned {scores.shape[1]} candidates per row, fewer than k={k}")
+        raise ValueError(
+            f"the shards returned {scores.shape[1]} candidates per row, fewer than k={k}"
+        )
     # primary key: score, descending; secondary: id, ascending (lexsort sorts by the last key first)
     order = np.lexsort((ids, -scores), axis=1)[:, :k]
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
@@ -182,7 +182,9 @@ class CatalogShard:
             mine = (ex >= self.start) & (ex < self.stop)
             local = torch.where(mine, ex - self.start, torch.full_like(ex, -1))  # -1: padding
         with torch.inference_mode():
-            scores, idx = rank(h, self.weight, self.bias, min(k, len(self)), local, method=self.method)
+            scores, idx = rank(
+                h, self.weight, self.bias, min(k, len(self)), local, method=self.method
+            )
         return scores.float().cpu().numpy(), idx.cpu().numpy() + self.start
 
 

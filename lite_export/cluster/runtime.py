@@ -1,0 +1,43 @@
+"""Connecting to Ray: an existing cluster (``--address``), or a local one bound to loopback.
+
+A local cluster that ``lite serve --cluster ray`` and ``lite score --cluster ray`` start
+themselves listens on 127.0.0.1 only: Ray resolves a node address of 127.0.0.1 to the machine's
+reachable address and binds its gRPC servers and agents there, unless it is told that this
+machine is a single-node setup (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's switch for
+local-only nodes, which makes ``127.0.0.1`` the node address). Usage statistics are off and the
+dashboard is not started.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lite_export.cluster import INSTALL_RAY
+
+#: set in this process (and inherited by every Ray process it starts) before a local start
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def import_ray():
+    """``ray``, or an ImportError that says what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(f"--cluster ray needs Ray: {INSTALL_RAY}") from None
+    return ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
+    """Join ``address`` (``auto``, ``ray://host:port`` or a GCS ``host:port``), or start a local
+    cluster on 127.0.0.1; a no-op when this process is already connected. Returns ``ray``."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    options = {"log_to_driver": not quiet, "include_dashboard": False}
+    if address:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(address=address, **options)
+        return ray
+    os.environ.update(LOOPBACK_ENV)
+    ray.init(_node_ip_address="127.0.0.1", num_cpus=num_cpus, **options)
+    return ray
