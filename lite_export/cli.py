@@ -1167,6 +1167,7 @@ def export_cmd(
     "  lite serve art\n\n"
     "  lite serve art --port 8080 --max-batch 64 --max-delay-ms 5 --threads 2\n\n"
     "  LITE_API_KEY=secret lite serve art --host 0.0.0.0 --config serve.json\n\n"
+    "  lite serve art --cluster ray --shards 4 --replicas 2 --address auto\n\n"
     "  curl -s localhost:8000/v1/recommend -H 'Content-Type: application/json' "
     '-d \'{"history": ["1193", "661"], "k": 10}\''
 )
@@ -1227,6 +1228,27 @@ def serve(
         str | None, typer.Option(help="uvicorn log level \\[default: info].")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="'ray': serve as a Ray Serve application with the catalog in --shards shards "
+            "(needs the cluster extra; see docs/cluster.md)."
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="--cluster ray: catalog shards \\[default: 1].")
+    ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(help="--cluster ray: replicas of every deployment \\[default: 1]."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--cluster ray: the Ray cluster to join ('auto', or the head's host:port) "
+            "\\[default: start a local one on 127.0.0.1]."
+        ),
+    ] = None,
 ) -> None:
     """Serve an artifact over HTTP: micro-batched recommendations, health, metrics, a web page."""
     from lite_export.artifact import ArtifactError, read_manifest
@@ -1254,11 +1276,39 @@ def serve(
         read_manifest(artifact)  # a missing or foreign directory fails here, before binding
     except (SettingsError, ArtifactError) as exc:
         _fail(str(exc))
+    if cluster is not None or shards is not None or replicas is not None or address is not None:
+        raise typer.Exit(_serve_cluster(settings, cluster, shards, replicas, address))
     try:
         from lite_export.serving import run_server
     except ImportError as exc:
         _fail(str(exc))
     raise typer.Exit(run_server(settings))
+
+
+def _serve_cluster(settings, cluster, shards, replicas, address) -> int:
+    """``lite serve --cluster ray``: the same settings, as a Ray Serve application."""
+    import dataclasses
+
+    if cluster != "ray":
+        given = "--shards, --replicas and --address need" if cluster is None else "use"
+        _fail(f"{given} --cluster ray (the one cluster engine), got --cluster {cluster!r}")
+    if settings.engine != "auto":
+        _fail(
+            "--engine does not apply to --cluster ray: the shards rank with kernels.rank and "
+            "the user encoder runs user_encoder.onnx (see docs/cluster.md)"
+        )
+    try:
+        from lite_export.cluster import ray_app
+    except ImportError as exc:
+        from lite_export.cluster import INSTALL_RAY
+
+        _fail(f"--cluster ray needs Ray ({exc}): {INSTALL_RAY}")
+    args = dataclasses.asdict(settings) | {"shards": shards or 1, "replicas": replicas or 1}
+    try:
+        ray_app.split_args(args)
+    except ValueError as exc:
+        _fail(str(exc))
+    return ray_app.run(args, address=address)
 
 
 def _ints(text: str | None, option: str) -> list[int] | None:

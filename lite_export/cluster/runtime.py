@@ -30,14 +30,21 @@ def import_ray():
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
     """Join ``address`` (``auto``, ``ray://host:port`` or a GCS ``host:port``), or start a local
     cluster on 127.0.0.1; a no-op when this process is already connected. Returns ``ray``."""
+    local = not address
+    if local:  # before Ray is imported: it reads the switch at import
+        os.environ.update(LOOPBACK_ENV)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray = import_ray()
     if ray.is_initialized():
         return ray
     options = {"log_to_driver": not quiet, "include_dashboard": False}
-    if address:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not local:
         ray.init(address=address, **options)
         return ray
-    os.environ.update(LOOPBACK_ENV)
+    from ray._private import ray_constants
+
+    # Ray imported before the switch was set (by a library, or a test runner) read it already:
+    # the started processes inherit the environment, this one is told directly
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(_node_ip_address="127.0.0.1", num_cpus=num_cpus, **options)
     return ray

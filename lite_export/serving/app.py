@@ -260,8 +260,9 @@ SOLO_S = 1.0
 class ServerState:
     """The served model, the batcher and the metrics of one app."""
 
-    def __init__(self, settings: ServeSettings, on_fatal=None):
+    def __init__(self, settings: ServeSettings, on_fatal=None, loader=None):
         self.settings = settings
+        self._loader = loader
         self.threads = settings.threads or default_threads()
         self.metrics = Metrics(settings.max_batch)
         self.model: ModelHandle | None = None
@@ -294,6 +295,8 @@ class ServerState:
 
     def _load(self, artifact) -> ModelHandle:
         s = self.settings
+        if self._loader is not None:
+            return self._loader(artifact)
         return ModelHandle.load(artifact, s.engine, self.threads, warmup_batch=s.max_batch)
 
     def _install(self, handle: ModelHandle) -> None:
@@ -394,7 +397,7 @@ class ServerState:
         go through the batcher's queue (see MicroBatcher.claim)."""
         self.active += 1
         try:
-            if len(jobs) == 1 and self.batcher.idle:
+            if len(jobs) == 1 and self.batcher.idle and jobs[0].model.inline:
                 # one turn of the event loop first, so that requests which arrived together with
                 # this one reach the queue or this count, and are batched instead
                 await asyncio.sleep(0)
@@ -794,10 +797,12 @@ def _latin1(value: bytes | None) -> str | None:
 
 
 # ---------------------------------------------------------------------- app
-def create_app(settings: ServeSettings, *, on_fatal=None) -> FastAPI:
+def create_app(settings: ServeSettings, *, on_fatal=None, loader=None) -> FastAPI:
     """The FastAPI app serving ``settings.artifact``. Run it with uvicorn (see :func:`run_server`,
-    which adds signals); ``on_fatal(message)`` is called if the first load fails."""
-    state = ServerState(settings, on_fatal=on_fatal)
+    which adds signals); ``on_fatal(message)`` is called if the first load fails. ``loader``
+    (``artifact -> ModelHandle``) replaces the engine registry, for the first load and reloads:
+    the Ray Serve ingress (:mod:`lite_export.cluster.ray_app`) serves a sharded engine with it."""
+    state = ServerState(settings, on_fatal=on_fatal, loader=loader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

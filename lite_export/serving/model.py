@@ -48,6 +48,9 @@ class ModelHandle:
         self.catalog = engine.catalog
         self.manifest = engine.manifest
         self.max_history, self.max_k = engine.max_history, engine.max_k
+        #: a lone request may run the engine on the event loop's thread (see MicroBatcher.claim);
+        #: not an engine that waits on other processes (``inline = False``, e.g. Ray handles)
+        self.inline = getattr(engine, "inline", True)
         self.load_seconds = load_seconds
         self.loaded_unix = time.time()
         self._search = [
@@ -73,9 +76,18 @@ class ModelHandle:
             import torch
 
             torch.set_num_threads(threads)
+        return cls.from_engine(eng, warmup_batch, start)
+
+    @classmethod
+    def from_engine(cls, engine, warmup_batch: int = 32, start: float | None = None) -> ModelHandle:
+        """A handle over an engine that is already loaded (any object with the engine
+        interface: ``catalog``, ``manifest``, ``max_history``, ``max_k``, ``info``, ``name``,
+        ``recommend``), warmed up; ``start`` (perf_counter) is when its load began."""
+        start = time.perf_counter() if start is None else start
+        path = Path(engine.path).resolve()
         # the manifest as verified by the engine (it checksums every other file)
         sha = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
-        handle = cls(eng, path, sha, 0.0)
+        handle = cls(engine, path, sha, 0.0)
         handle.warmup(warmup_batch)
         handle.load_seconds = time.perf_counter() - start
         return handle
