@@ -1303,9 +1303,12 @@ def _serve_cluster(settings, cluster, shards, replicas, address) -> int:
         from lite_export.cluster import INSTALL_RAY
 
         _fail(f"--cluster ray needs Ray ({exc}): {INSTALL_RAY}")
-    args = dataclasses.asdict(settings) | {"shards": shards or 1, "replicas": replicas or 1}
+    args = dataclasses.asdict(settings) | {
+        "shards": 1 if shards is None else shards,
+        "replicas": 1 if replicas is None else replicas,
+    }
     try:
-        ray_app.split_args(args)
+        ray_app.build(args)  # every argument checked (shards against the catalog) before Ray starts
     except ValueError as exc:
         _fail(str(exc))
     return ray_app.run(args, address=address)
