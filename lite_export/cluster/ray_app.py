@@ -16,8 +16,7 @@ Three kinds of deployment (Ray Serve names them, and a Serve config file overrid
   (:class:`RayShardedEngine`) encodes each batch on ``UserEncoder``, fans the user vectors out
   to every shard at once and merges their top-k lists.
 
-The user vectors go from ``UserEncoder`` to the shards by reference (a ``DeploymentResponse``
-passed as an argument), not through the ingress. :func:`build` is also a Ray Serve application
+:func:`build` is also a Ray Serve application
 builder: ``serve run lite_export.cluster.ray_app:build artifact=ART shards=2``, or an
 ``import_path`` in a Serve config file for ``serve deploy``.
 
@@ -91,7 +90,10 @@ class RayShardedEngine(Engine):
         return {**super().info, "cluster": "ray", "shards": [list(b) for b in self.bounds]}
 
     def _recommend_impl(self, item_ids: np.ndarray, exclude_ids: np.ndarray, k: int):
-        users = self.encoder_handle.encode.remote(item_ids)
+        # the vectors by value ([B, d] fp32: a few KB): passing the encoder's response on by
+        # reference instead measured slower here (each shard then resolves it: 20 ms against
+        # 9 + 7 ms for the two calls one after the other on 2 cores)
+        users = self.encoder_handle.encode.remote(item_ids).result()
         calls = [h.topk.remote(users, exclude_ids, k) for h in self.shard_handles]
         return merge_topk([c.result() for c in calls], k)
 
