@@ -1626,8 +1626,11 @@ def env() -> None:
 
 def _add_subcommands() -> None:
     from lite_export.cli_catalog import catalog_app
+    from lite_export.cli_score import EPILOG as SCORE_EPILOG
+    from lite_export.cli_score import score
 
     app.add_typer(catalog_app, name="catalog")
+    app.command("score", epilog=SCORE_EPILOG)(score)
 
 
 _add_subcommands()

@@ -18,6 +18,22 @@ from lite_export.data.batching import pad_histories
 from lite_export.types import TopK
 
 
+def engine_inputs(
+    hists: list[list[int]], max_history: int, num_items: int, exclude_seen: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays every engine ranks from, for histories of internal indices: ``item_ids``
+    ``[B, L]`` (the last ``max_history`` items, left-padded with ``num_items``) and
+    ``exclude_ids`` ``[B, H]`` (every history item when ``exclude_seen``, else one pad)."""
+    item_ids = pad_histories(hists, max_history, num_items).numpy()
+    if not exclude_seen:
+        return item_ids, np.full((len(hists), 1), num_items, dtype=np.int64)
+    width = max(1, max(map(len, hists)))
+    # no history longer than max_history (the usual case): the same ids, padded alike
+    if width == item_ids.shape[1]:
+        return item_ids, item_ids
+    return item_ids, pad_histories(hists, width, num_items).numpy()
+
+
 class EngineUnavailableError(ImportError):
     """An engine asked for by name cannot run here; the message says what to install."""
 
@@ -81,15 +97,7 @@ class Engine(ABC):
         if not histories:
             return TopK([], np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), [], [])
         hists = self.catalog.batch_indices(histories)
-        n = self.num_items
-        item_ids = pad_histories(hists, self.max_history, n).numpy()
-        if exclude_seen:
-            width = max(1, max(map(len, hists)))
-            # no history longer than max_history (the usual case): the same ids, padded alike
-            same = width == item_ids.shape[1]
-            exclude = item_ids if same else pad_histories(hists, width, n).numpy()
-        else:
-            exclude = np.full((len(hists), 1), n, dtype=np.int64)
+        item_ids, exclude = engine_inputs(hists, self.max_history, self.num_items, exclude_seen)
         scores, indices = self._recommend_impl(item_ids, exclude, k)
         return self.catalog.to_topk(hists, np.asarray(scores)[:, :k], np.asarray(indices)[:, :k])
 

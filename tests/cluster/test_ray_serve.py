@@ -185,3 +185,31 @@ def test_cli_refuses_cluster_options_that_do_not_fit(tiny_artifact):
     assert r.exit_code == 2 and "--engine does not apply" in r.output
     r = runner.invoke(app, ["serve", str(tiny_artifact), "--cluster", "ray", "--shards", "5000"])
     assert r.exit_code == 2 and "each shard needs at least one item" in r.output
+
+
+def test_the_serve_config_in_the_docs_is_valid_and_names_the_apps_deployments(tiny_artifact):
+    """docs/cluster.md's Serve config parses with Ray Serve's own schema, and each deployment it
+    configures is one that build() makes."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from lite_export.cluster.ray_app import build
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cluster.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    config = ServeDeploySchema.model_validate(yaml.safe_load(block))
+    (app_config,) = config.applications
+    assert app_config.import_path == "lite_export.cluster.ray_app:build"
+    shards = app_config.args["shards"]
+    app = build({**app_config.args, "artifact": str(tiny_artifact), "api_key": None})
+    ingress = app._bound_deployment
+    names = {ingress.name}
+    for arg in ingress.init_args:  # the bound deployments the ingress was given
+        for child in arg if isinstance(arg, list) else [arg]:
+            if hasattr(child, "_bound_deployment"):
+                names.add(child._bound_deployment.name)
+    assert names == {"Ingress", "UserEncoder", *(f"CatalogShard{s}" for s in range(shards))}
+    assert {d.name for d in app_config.deployments} == names
