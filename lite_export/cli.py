@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from lite_export.cli_score import RayAddressOpt
+
 app = typer.Typer(
     name="lite",
     help="Train, evaluate, export and serve Lite-LLM4Rec sequential recommenders.\n\n"
@@ -1242,13 +1244,7 @@ def serve(
         int | None,
         typer.Option(help="--cluster ray: replicas of every deployment \\[default: 1]."),
     ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="--cluster ray: the Ray cluster to join ('auto', or the head's host:port) "
-            "\\[default: start a local one on 127.0.0.1]."
-        ),
-    ] = None,
+    address: RayAddressOpt = None,
 ) -> None:
     """Serve an artifact over HTTP: micro-batched recommendations, health, metrics, a web page."""
     from lite_export.artifact import ArtifactError, read_manifest
@@ -1307,11 +1303,10 @@ def _serve_cluster(settings, cluster, shards, replicas, address) -> int:
         "shards": 1 if shards is None else shards,
         "replicas": 1 if replicas is None else replicas,
     }
-    try:
-        ray_app.build(args)  # every argument checked (shards against the catalog) before Ray starts
+    try:  # every argument is checked (shards against the catalog) before Ray starts
+        return ray_app.run(args, address=address)
     except ValueError as exc:
         _fail(str(exc))
-    return ray_app.run(args, address=address)
 
 
 def _ints(text: str | None, option: str) -> list[int] | None:

@@ -20,6 +20,16 @@ EPILOG = (
 )
 
 
+#: ``--address`` of every ``--cluster ray`` command (``lite serve``, ``lite score``)
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="--cluster ray: the Ray cluster to join ('auto', or the head's host:port) "
+        "\\[default: start a local one on 127.0.0.1]."
+    ),
+]
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.secho(f"lite score: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -80,13 +90,7 @@ def score(
             "(with --cluster ray: one Ray Data stage each) \\[default: no split]."
         ),
     ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="--cluster ray: the Ray cluster to join ('auto', or the head's host:port) "
-            "\\[default: start a local one on 127.0.0.1]."
-        ),
-    ] = None,
+    address: RayAddressOpt = None,
     actors: Annotated[
         int | None, typer.Option(help="--cluster ray: actors per stage \\[default: 1].")
     ] = None,

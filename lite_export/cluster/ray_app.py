@@ -170,9 +170,13 @@ def build(args: dict):
     :class:`lite_export.serving.settings.ServeSettings` field (``max_batch``, ``api_key``, ...).
     Also a Serve application builder (``serve run lite_export.cluster.ray_app:build
     artifact=ART shards=2``)."""
+    return _application(*split_args(args))
+
+
+def _application(options: dict, settings):
+    """The bound application of :func:`split_args`'s ``(options, settings)``."""
     from lite_export.artifact import read_manifest
 
-    options, settings = split_args(args)
     artifact, replicas = settings.artifact, options["replicas"]
     n = read_manifest(Path(artifact))["dims"]["num_items"]
     bounds = shard_bounds(n, options["shards"])
@@ -222,8 +226,8 @@ def run(args: dict, address: str | None = None, ready_timeout_s: float = 600.0) 
 
     from lite_export.cluster.runtime import init_ray
 
-    options, settings = split_args(args)  # argument errors before any cluster starts
-    app = build(args)
+    options, settings = split_args(args)  # argument errors (ValueError) before Ray starts
+    app = _application(options, settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
     ray = init_ray(address)
