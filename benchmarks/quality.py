@@ -143,6 +143,7 @@ def run(args) -> list[dict]:
                 rec_arch=args.rec_arch,
                 head=head,
                 head_residual_dropout=args.head_residual_dropout if head == "text+id" else None,
+                head_match=args.head_match if name == "Lite-LLM4Rec" and head != "id" else None,
             )
             train_cfg = TrainConfig.from_name(
                 preset,
@@ -226,6 +227,7 @@ def by_target(split, ranks: list[int]) -> dict[str, tuple[dict, int]]:
 def model_label(name: str, model_cfg) -> str:
     """Lite-LLM4Rec rows name their head when it is not the learned id head."""
     head = getattr(model_cfg, "head", "id")
+    head += "+match" if getattr(model_cfg, "head_match", False) else ""
     return name if name != "Lite-LLM4Rec" or head == "id" else f"{name} (head {head})"
 
 
@@ -483,6 +485,11 @@ def main() -> None:
         help="Lite-LLM4Rec heads to train (one run each)",
     )
     p.add_argument("--head-residual-dropout", type=float, default=None)
+    p.add_argument(
+        "--head-match",
+        action="store_true",
+        help="text heads: add the text-match term (LiteConfig.head_match)",
+    )
     p.add_argument("--merge", nargs="+", default=None, help="run folders to merge and select from")
     args = p.parse_args()
     out = Path(args.out)

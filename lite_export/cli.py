@@ -186,6 +186,15 @@ def train(
             "training, so the text rows alone score well."
         ),
     ] = None,
+    head_match: Annotated[
+        bool | None,
+        typer.Option(
+            "--head-match/--no-head-match",
+            help="With --head text or text+id: the head also scores the cosine between each "
+            "item's item-LLM vector and the history's, with a learned scale (better for items "
+            "the model never saw; the user vector and head rows grow by the item-LLM width).",
+        ),
+    ] = None,
     max_history: Annotated[
         int | None, typer.Option(help="Positions the model sees (default: the data set's).")
     ] = None,
@@ -323,6 +332,7 @@ def train(
                         item_fusion=item_fusion,
                         head=head,
                         head_residual_dropout=head_residual_dropout,
+                        head_match=head_match,
                         max_history=max_history or ds.max_history,
                     )
                     model_cfg = LiteConfig.from_name(preset, **overrides)

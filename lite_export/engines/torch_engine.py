@@ -130,7 +130,7 @@ def load_frozen_encoder(artifact: Path, manifest: dict) -> torch.nn.Module:
     backbone = AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
     state = load_file(str(Path(artifact) / "encoder.safetensors"))
     table = state["item_table"]
-    encoder = FrozenUserEncoder(table, backbone.to(table.dtype))
+    encoder = FrozenUserEncoder(table, backbone.to(table.dtype), state.get("match_table"))
     encoder.load_state_dict(state)
     return encoder
 
@@ -269,7 +269,7 @@ class TorchEngine(Engine):
         eng.manifest = {
             "dims": {
                 "num_items": n,
-                "d_model": model.config.d_model,
+                "d_model": model.head_width,  # the user vector's width
                 "max_history": eng.max_history,
                 "k": k,
                 "pad_id": n,

@@ -81,11 +81,23 @@ class ExportValidationError(ExportError):
 
 
 class FrozenUserEncoder(nn.Module):
-    """item ids [B, L] -> user vector [B, d]; the item table is a constant buffer."""
+    """item ids [B, L] -> user vector [B, d]; the item table is a constant buffer.
 
-    def __init__(self, item_table: torch.Tensor, backbone: nn.Module):
+    With a ``match_table`` [N+1, Di] (a ``head_match`` model's unit item vectors, pad row zero)
+    the user vector is followed by the text-match query: ``[B, d + Di]``."""
+
+    def __init__(
+        self,
+        item_table: torch.Tensor,
+        backbone: nn.Module,
+        match_table: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.register_buffer("item_table", item_table.contiguous())  # [N+1, d], pad row zero
+        if match_table is not None:
+            self.register_buffer("match_table", match_table.to(item_table.dtype).contiguous())
+        else:
+            self.match_table = None
         self.backbone = backbone.eval()
         self.num_items = item_table.shape[0] - 1
 
@@ -97,7 +109,8 @@ class FrozenUserEncoder(nn.Module):
             ids = torch.arange(n + 1)
             table = model.embed_items(ids.unsqueeze(0))[0].clone()  # [N+1, d]
             table[n] = 0.0
-        return cls(table.to(dtype), copy.deepcopy(model.backbone).to(dtype))
+            match = model.match_table() if hasattr(model, "match_table") else None
+        return cls(table.to(dtype), copy.deepcopy(model.backbone).to(dtype), match)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         mask = (item_ids != self.num_items).to(torch.int32)  # [B, L]
@@ -107,7 +120,12 @@ class FrozenUserEncoder(nn.Module):
         out = self.backbone(
             inputs_embeds=x, attention_mask=mask.to(torch.int64), position_ids=position_ids
         )
-        return out.last_hidden_state[:, -1]  # [B, d]
+        h = out.last_hidden_state[:, -1]  # [B, d]
+        if self.match_table is None:
+            return h
+        q = F.embedding(item_ids, self.match_table).float().sum(1)  # [B, Di]
+        q = q / q.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        return torch.cat([h, q.to(h.dtype)], dim=-1)  # [B, d + Di]
 
 
 class RankingGraph(nn.Module):
@@ -549,7 +567,7 @@ def export_artifact(
             "model": model.config.to_dict(),
             "dims": {
                 "num_items": n,
-                "d_model": model.d_model,
+                "d_model": int(head_w.shape[1]),  # the user vector's width
                 "max_history": max_hist,
                 "k": opts.k,
                 "pad_id": n,

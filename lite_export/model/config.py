@@ -52,6 +52,11 @@ class LiteConfig:
     # "text+id": in training, drop each item's residual row with this probability (rescaled), so
     # the text row alone scores well, as it must for an item added after training
     head_residual_dropout: float = 0.0
+    # text heads: the head also scores the cosine between the candidate's item-LLM vector and the
+    # mean of the history's (both centred on the catalog mean), times a learned scale: a frozen
+    # text-match term beside the learned rows, full item-LLM width, for items the model never saw.
+    # The user vector and the head rows grow from d_model to d_model + d_item columns
+    head_match: bool = False
 
     # filled when the model is bound to a catalog
     num_items: int = 0
@@ -93,6 +98,11 @@ class LiteConfig:
             raise ValueError(
                 "LiteConfig: head_residual_dropout drops the learned residual of head='text+id'; "
                 f"this model has head={self.head!r}"
+            )
+        if self.head_match and self.head == "id":
+            raise ValueError(
+                "LiteConfig: head_match adds a text-match term to a text head; it needs "
+                "head='text' or 'text+id' (an id head scores only the items it trained on)"
             )
         for name in ("dropout", "resid_dropout", "head_residual_dropout"):
             value = getattr(self, name)

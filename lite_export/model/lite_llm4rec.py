@@ -40,6 +40,10 @@ from lite_export.model.item_llm import (
 from lite_export.model.metrics import mask_items
 from lite_export.types import TopK
 
+#: the text-match scale a ``head_match`` model starts from: a cosine gap of 0.5 between two
+#: items is then worth 2.5 in logits, the order of the learned rows' spread early in training
+MATCH_SCALE_INIT = 5.0
+
 
 def build_rec_backbone_config(cfg: LiteConfig):
     """The Hugging Face config of a rec LLM built from scratch (cfg.rec_arch)."""
@@ -144,6 +148,10 @@ class LiteLLM4Rec(nn.Module):
         self.fusion_gate = nn.Linear(2 * d, d) if cfg.item_fusion == "gate" else None
         self.head = nn.Linear(d, n) if cfg.head != "text" else None
         self.head_text = nn.Linear(d_item, d + 1) if cfg.head != "id" else None
+        self.match_scale = None
+        if cfg.head_match:  # the text-match term: its scale, and the catalog mean it centres on
+            self.match_scale = nn.Parameter(torch.tensor(MATCH_SCALE_INIT))
+            self.register_buffer("match_center", self.item_vectors[:-1].mean(0).clone())
         if cfg.head == "text+id":
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -268,13 +276,17 @@ class LiteLLM4Rec(nn.Module):
         g = torch.sigmoid(self.fusion_gate(torch.cat([text, ids], dim=-1)))
         return ids + g * (text - ids)
 
-    def head_params(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def head_params(
+        self, rows: torch.Tensor | None = None, match: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's item rows and biases, ``W [N, d]`` and ``b [N]`` (or only ``rows``).
 
         ``head="id"``: the learned ``Linear(d, N)``. ``"text"``: ``head_text`` applied to each
         item's item-LLM vector. ``"text+id"``: the text row plus the learned residual, which
         training drops row by row with ``head_residual_dropout``. Items the catalog retired
-        (``lite catalog remove``) get bias -inf: never recommended. Exports freeze the result.
+        (``lite catalog remove``) get bias -inf: never recommended. With ``head_match`` (and
+        ``match``) each row ends with the text-match block, ``scale *`` the item's unit centred
+        item-LLM vector: ``W [N, d + Di]``, matching :meth:`user_vectors`. Exports freeze the result.
         """
         w = b = None
         if self.head_text is not None:
@@ -288,10 +300,41 @@ class LiteLLM4Rec(nn.Module):
                 w, b = rw, rb
             else:
                 w, b = self._add_residual(w, b, rw, rb)
+        if match and self.match_scale is not None:
+            table = self.match_table()
+            block = table[:-1] if rows is None else table[rows]
+            w = torch.cat([w, self.match_scale * block], dim=1)
         if self._any_retired:
             gone = self.retired if rows is None else self.retired[rows]
             b = b.masked_fill(gone, float("-inf"))
         return w, b
+
+    @property
+    def head_width(self) -> int:
+        """Columns of the user vector and of the head rows: ``d_model``, plus the item-LLM
+        width with ``head_match`` (the text-match block)."""
+        extra = self.item_vectors.shape[1] if self.match_scale is not None else 0
+        return self.d_model + extra
+
+    def match_table(self) -> torch.Tensor | None:
+        """The text-match block's item side: each item's item-LLM vector centred on the catalog
+        mean and scaled to unit length, the pad row zero. [N+1, Di]; None without ``head_match``."""
+        if self.match_scale is None:
+            return None
+        unit = F.normalize(self.item_vectors - self.match_center, dim=-1)
+        unit[-1] = 0.0
+        return unit
+
+    def _match_queries(self, item_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """The text-match block's user side at every position: the unit vector along the sum of
+        the history's match vectors so far (pads are zero rows, so they add nothing). [B, L, Di]"""
+        return F.normalize(F.embedding(item_ids, table).cumsum(1), dim=-1)
+
+    def _match_logits(self, q: torch.Tensor, table: torch.Tensor, rows=None) -> torch.Tensor:
+        """``scale * cos`` of queries ``q [T, Di]`` with every item (or ``rows``). [T, N]"""
+        with torch.no_grad():  # constants: only the scale learns
+            cos = q @ (table[:-1] if rows is None else table[rows]).T
+        return self.match_scale * cos
 
     def _add_residual(self, w, b, rw, rb):
         """The text rows plus the learned residual, dropped row by row in training."""
@@ -328,17 +371,26 @@ class LiteLLM4Rec(nn.Module):
         keep = targets != -100
         h, t = hidden[keep], targets[keep]  # [T, D], [T]
         blocked = self.train_blocked
+        table = self.match_table()
+        q = None if table is None else self._match_queries(item_ids, table)[keep]  # [T, Di]
         if num_negatives <= 0:
-            w, b = self.head_params()
+            w, b = self.head_params(match=False)
             logits = F.linear(h, w, b)
+            if q is not None:
+                logits = logits + self._match_logits(q, table)
             if blocked.any():
                 logits = logits.masked_fill(blocked, float("-inf"))
             return F.cross_entropy(logits, t, label_smoothing=label_smoothing)
         neg = torch.randint(0, self.config.num_items, (num_negatives,), device=t.device)
-        w, b = self.head_params(torch.cat([t, neg]))
+        w, b = self.head_params(torch.cat([t, neg]), match=False)
         n_t = t.shape[0]
         pos = (h * w[:n_t]).sum(-1, keepdim=True) + b[:n_t].unsqueeze(-1)  # [T, 1]
         negs = h @ w[n_t:].T + b[n_t:]  # [T, S]
+        if q is not None:
+            with torch.no_grad():
+                cos_t = (q * table[t]).sum(-1, keepdim=True)
+            pos = pos + self.match_scale * cos_t
+            negs = negs + self._match_logits(q, table, neg)
         drop = (neg.unsqueeze(0) == t.unsqueeze(1)) | blocked[neg].unsqueeze(0)
         negs = negs.masked_fill(drop, float("-inf"))
         logits = torch.cat([pos, negs], dim=1)
@@ -358,8 +410,16 @@ class LiteLLM4Rec(nn.Module):
         return out.last_hidden_state
 
     def user_vectors(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """The hidden state at the latest item (column L-1 under left padding). [B, D]"""
-        return self._hidden(item_ids)[:, -1]
+        """The hidden state at the latest item (column L-1 under left padding). [B, D]
+
+        With ``head_match``, followed by the text-match query (the unit vector along the sum of
+        the history's match vectors): ``[B, D + Di]``, the width of :meth:`head_params` rows."""
+        h = self._hidden(item_ids)[:, -1]
+        table = self.match_table()
+        if table is None:
+            return h
+        q = F.normalize(F.embedding(item_ids, table).sum(1), dim=-1)
+        return torch.cat([h, q.to(h.dtype)], dim=-1)
 
     def score(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Scores of every catalog item. [B, L] -> [B, N]"""

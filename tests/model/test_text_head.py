@@ -115,8 +115,80 @@ def test_head_config_is_checked():
         LiteConfig(item_llm=None, head="text")
     with pytest.raises(ValueError, match="head_residual_dropout"):
         LiteConfig(head="text", head_residual_dropout=0.2)
+    with pytest.raises(ValueError, match="head_match adds a text-match term"):
+        LiteConfig(head="id", head_match=True)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         LiteConfig(head="text+id", head_residual_dropout=1.0)
+
+
+def _unit_rows(model):
+    """The text-match block's item side, written out: centred on the catalog mean, unit length."""
+    v = model.item_vectors[:-1]
+    return F.normalize(v - v.mean(0), dim=-1)
+
+
+@pytest.mark.parametrize("head", ["text", "text+id"])
+def test_head_match_adds_the_scaled_cosine_of_history_and_item(head):
+    model = _model(head=head, head_match=True)
+    d_item = model.item_vectors.shape[1]
+    assert model.head_width == 32 + d_item
+    w, b = model.head_params()
+    assert w.shape == (30, 32 + d_item)
+    text_w, text_b = model.head_params(match=False)
+    torch.testing.assert_close(w[:, :32], text_w)
+    torch.testing.assert_close(b, text_b)
+    unit = _unit_rows(model)
+    scale = model.match_scale.detach()
+    torch.testing.assert_close(w[:, 32:], scale * unit)
+    u = model.user_vectors(IDS)
+    assert u.shape == (2, 32 + d_item)
+    with torch.no_grad():
+        h = model(IDS)[:, -1]
+    torch.testing.assert_close(u[:, :32], h)
+    for row, ids in enumerate(IDS.tolist()):  # the mean of the history's unit rows, pads skipped
+        mean = unit[[i for i in ids if i != 30]].mean(0)
+        torch.testing.assert_close(u[row, 32:], F.normalize(mean, dim=0))
+    with torch.no_grad():
+        ref = h @ text_w.T + text_b + scale * (u[:, 32:] @ unit.T)
+    torch.testing.assert_close(model.score(IDS), ref)
+
+
+@pytest.mark.parametrize("negatives", [0, 8])
+def test_head_match_loss_scores_each_position_against_its_own_history(negatives):
+    model = _model(head="text", head_match=True, dropout=0.0).train()
+    torch.manual_seed(3)
+    loss = model(IDS, targets=TARGETS, num_negatives=negatives)
+    loss.backward()
+    assert model.match_scale.grad is not None and model.match_scale.grad != 0
+    assert model.head_text.weight.grad.abs().sum() > 0
+    if negatives:
+        return
+    # full softmax: position t ranks with the query of the items up to and including t
+    unit = _unit_rows(model)
+    w, b = model.head_params(match=False)
+    hidden = model(IDS)
+    rows, targets = [], []
+    for r, (ids, tgt) in enumerate(zip(IDS.tolist(), TARGETS.tolist(), strict=True)):
+        for t, target in enumerate(tgt):
+            if target == -100:
+                continue
+            q = F.normalize(unit[[i for i in ids[: t + 1] if i != 30]].mean(0), dim=0)
+            rows.append(hidden[r, t] @ w.T + b + model.match_scale * (unit @ q))
+            targets.append(target)
+    expected = F.cross_entropy(torch.stack(rows), torch.tensor(targets))
+    torch.testing.assert_close(model(IDS, targets=TARGETS), expected)
+
+
+def test_head_match_checkpoint_round_trip(tmp_path):
+    model = _model(head="text+id", head_match=True)
+    with torch.no_grad():
+        model.match_scale.fill_(2.5)
+        model.match_center.add_(0.1)
+    model.save_pretrained(tmp_path / "ck")
+    again = LiteLLM4Rec.from_pretrained(tmp_path / "ck")
+    assert again.config.head_match and again.match_scale.item() == 2.5
+    torch.testing.assert_close(again.match_center, model.match_center, rtol=0, atol=0)
+    torch.testing.assert_close(again.score(IDS), model.score(IDS), rtol=0, atol=0)
 
 
 def test_flat_text_refuses_a_text_head():
