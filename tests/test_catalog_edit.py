@@ -242,3 +242,50 @@ def test_an_edit_must_leave_more_than_k_items(text_head_artifact, tmp_path):
     with pytest.raises(CatalogEditError, match=f"fewer than the artifact's k={k}"):
         edit_catalog(text_head_artifact, tmp_path / "x", "remove", ids=ids[k:], log=None)
     assert not (tmp_path / "x").exists()
+
+
+def test_head_match_model_exports_serves_and_takes_new_items(tmp_path):
+    from safetensors.numpy import load_file
+
+    # the text-match block widens the user vector and the head rows to d + Di: the export, every
+    # engine and a catalog edit must carry it (new items get their match rows from their text)
+    import lite_export
+    from lite_export.catalog_edit import NewItem
+    from lite_export.exporters.onnx import ExportOptions, export_artifact
+    from tests.model.test_model import _model
+
+    model = _model(head="text+id", head_match=True)
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+        model.match_scale.fill_(3.0)
+    model.save_pretrained(tmp_path / "ck")
+    art = export_artifact(tmp_path / "ck", tmp_path / "art", ExportOptions(k=5), log=None)
+    manifest = verify_artifact(art)
+    width = 32 + model.item_vectors.shape[1]
+    assert manifest["dims"]["d_model"] == width
+    assert (
+        manifest["parity"]["model.onnx"]["scores_ok"] and manifest["parity"]["model.onnx"]["ids_ok"]
+    )
+    assert manifest["parity"]["user_encoder.onnx"]["ok"]
+    assert manifest["tensorrt_check"]["checked"] and manifest["tensorrt_check"]["ok"]
+    histories = [["i1", "i2", "i3"], ["i4"], ["i7", "i9", "i8", "i2"]]
+    ref = model.recommend(histories, k=5)
+    for engine in ("onnxruntime", "torch", "sharded"):
+        options = {"shards": 2} if engine == "sharded" else {}
+        got = lite_export.load(art, engine=engine, **options).recommend(histories, k=5)
+        assert got.ids == ref.ids, engine
+        np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-5, atol=1e-5)
+    new = [NewItem(id="N1", text="Title: item 1 part 1. Genres: drama.", title="N1")]
+    out = edit_catalog(
+        art, tmp_path / "art2", "add", items=new, checkpoint=tmp_path / "ck", log=None
+    )
+    head = load_file(str(out / "head.safetensors"))
+    assert head["weight"].shape == (31, width)
+    edited = model_from_artifact(out)[0]
+    w, _ = edited.head_params()
+    np.testing.assert_allclose(head["weight"], w.detach().numpy(), rtol=0, atol=0)
+    # the new item's match row: its own unit vector, centred on the *training* catalog's mean
+    vec = edited.item_vectors[30] - model.match_center
+    np.testing.assert_allclose(
+        head["weight"][30, 32:], (3.0 * vec / vec.norm()).numpy(), rtol=1e-5, atol=1e-6
+    )

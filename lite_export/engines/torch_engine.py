@@ -115,7 +115,7 @@ def encode(encoder: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros(allowed.shape, dtype=x.dtype, device=ids.device)
     mask.masked_fill_(~allowed, torch.finfo(x.dtype).min)
     out = encoder.backbone(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False)
-    return out.last_hidden_state[:, -1]
+    return encoder.with_match(out.last_hidden_state[:, -1], ids)
 
 
 def load_frozen_encoder(artifact: Path, manifest: dict) -> torch.nn.Module:

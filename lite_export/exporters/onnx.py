@@ -120,12 +120,16 @@ class FrozenUserEncoder(nn.Module):
         out = self.backbone(
             inputs_embeds=x, attention_mask=mask.to(torch.int64), position_ids=position_ids
         )
-        h = out.last_hidden_state[:, -1]  # [B, d]
+        return self.with_match(out.last_hidden_state[:, -1], item_ids)  # [B, d (+ Di)]
+
+    def with_match(self, h: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """``h [B, d]`` followed by the text-match query when the encoder has a match table:
+        the unit vector along the sum of the history's match rows (pads are zero). [B, d + Di]"""
         if self.match_table is None:
             return h
         q = F.embedding(item_ids, self.match_table).float().sum(1)  # [B, Di]
         q = q / q.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        return torch.cat([h, q.to(h.dtype)], dim=-1)  # [B, d + Di]
+        return torch.cat([h, q.to(h.dtype)], dim=-1)
 
 
 class RankingGraph(nn.Module):
