@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lite_export.cli_score import RayAddressOpt
+from lite_export.cli_score import LineProgressOpt, RayAddressOpt
 
 app = typer.Typer(
     name="lite",
@@ -549,13 +549,7 @@ def eval_cmd(
     split_name: Annotated[str, typer.Option("--split", help="test|valid.")] = "test",
     json_out: JsonOpt = None,
     device: DeviceOpt = "auto",
-    progress: Annotated[
-        bool,
-        typer.Option(
-            help="Show progress: a bar in a terminal, else a line every LITE_PROGRESS_INTERVAL "
-            "seconds (default 5) on stderr."
-        ),
-    ] = True,
+    progress: LineProgressOpt = True,
 ) -> None:
     """Evaluate a checkpoint: Recall/NDCG@{5,10,20}, full ranking, history masked, beside most-popular."""
     _need(ckpt, "checkpoint")  # before torch is imported

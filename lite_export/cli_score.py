@@ -20,6 +20,16 @@ EPILOG = (
 )
 
 
+#: ``--progress/--no-progress`` of the long commands that also run unattended (``lite eval``,
+#: ``lite score``)
+LineProgressOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Show progress: a bar in a terminal, else a line every LITE_PROGRESS_INTERVAL "
+        "seconds (default 5) on stderr."
+    ),
+]
+
 #: ``--address`` of every ``--cluster ray`` command (``lite serve``, ``lite score``)
 RayAddressOpt = Annotated[
     str | None,
@@ -94,13 +104,7 @@ def score(
     actors: Annotated[
         int | None, typer.Option(help="--cluster ray: actors per stage \\[default: 1].")
     ] = None,
-    progress: Annotated[
-        bool,
-        typer.Option(
-            help="Show progress: a bar in a terminal, else a line every LITE_PROGRESS_INTERVAL "
-            "seconds (default 5) on stderr."
-        ),
-    ] = True,
+    progress: LineProgressOpt = True,
 ) -> None:
     """Score every user of a JSON-lines file and write their top-k to one Parquet file."""
     if cluster is None and (actors is not None or address is not None):

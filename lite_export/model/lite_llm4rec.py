@@ -415,10 +415,12 @@ class LiteLLM4Rec(nn.Module):
         With ``head_match``, followed by the text-match query (the unit vector along the sum of
         the history's match vectors): ``[B, D + Di]``, the width of :meth:`head_params` rows."""
         h = self._hidden(item_ids)[:, -1]
-        table = self.match_table()
-        if table is None:
+        if self.match_scale is None:
             return h
-        q = F.normalize(F.embedding(item_ids, table).sum(1), dim=-1)
+        # only the history's match rows: the whole table is not rebuilt per batch
+        rows = F.normalize(F.embedding(item_ids, self.item_vectors) - self.match_center, dim=-1)
+        rows = rows * (item_ids != self.config.num_items).unsqueeze(-1)  # pads add nothing
+        q = F.normalize(rows.sum(1), dim=-1)
         return torch.cat([h, q.to(h.dtype)], dim=-1)
 
     def score(self, item_ids: torch.Tensor) -> torch.Tensor:
