@@ -144,6 +144,7 @@ def run(args) -> list[dict]:
                 head=head,
                 head_residual_dropout=args.head_residual_dropout if head == "text+id" else None,
                 head_match=args.head_match if name == "Lite-LLM4Rec" and head != "id" else None,
+                head_cold_scale=args.head_cold_scale if head == "text+id" else None,
             )
             train_cfg = TrainConfig.from_name(
                 preset,
@@ -228,6 +229,7 @@ def model_label(name: str, model_cfg) -> str:
     """Lite-LLM4Rec rows name their head when it is not the learned id head."""
     head = getattr(model_cfg, "head", "id")
     head += "+match" if getattr(model_cfg, "head_match", False) else ""
+    head += "+cold-scale" if getattr(model_cfg, "head_cold_scale", False) else ""
     return name if name != "Lite-LLM4Rec" or head == "id" else f"{name} (head {head})"
 
 
@@ -489,6 +491,11 @@ def main() -> None:
         "--head-match",
         action="store_true",
         help="text heads: add the text-match term (LiteConfig.head_match)",
+    )
+    p.add_argument(
+        "--head-cold-scale",
+        action="store_true",
+        help="text+id with --head-match: text-only rows' own match scale (head_cold_scale)",
     )
     p.add_argument("--merge", nargs="+", default=None, help="run folders to merge and select from")
     args = p.parse_args()

@@ -199,6 +199,10 @@ def rebuild(model, catalog, vectors, sources: Sequence[int | None]):
             rows = torch.zeros((n_new, *value.shape[1:]), dtype=value.dtype)
             rows[known] = value[src[known]]
             state[name] = rows
+        elif name == "text_only":  # head_cold_scale: a new item has no learned residual
+            rows = torch.ones(n_new, dtype=torch.bool)
+            rows[known] = value[src[known]]
+            state[name] = rows
         else:
             state[name] = value
     missing, unexpected = fresh.load_state_dict(state, strict=False)

@@ -195,6 +195,15 @@ def train(
             "the model never saw; the user vector and head rows grow by the item-LLM width).",
         ),
     ] = None,
+    head_cold_scale: Annotated[
+        bool | None,
+        typer.Option(
+            "--head-cold-scale/--no-head-cold-scale",
+            help="With --head text+id --head-match --head-residual-dropout P: items with no "
+            "learned residual (held out of training, or added by `lite catalog add`) get their "
+            "own text-match scale and bias offset, learned on the rows training drops.",
+        ),
+    ] = None,
     max_history: Annotated[
         int | None, typer.Option(help="Positions the model sees (default: the data set's).")
     ] = None,
@@ -333,6 +342,7 @@ def train(
                         head=head,
                         head_residual_dropout=head_residual_dropout,
                         head_match=head_match,
+                        head_cold_scale=head_cold_scale,
                         max_history=max_history or ds.max_history,
                     )
                     model_cfg = LiteConfig.from_name(preset, **overrides)

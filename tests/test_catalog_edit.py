@@ -244,7 +244,8 @@ def test_an_edit_must_leave_more_than_k_items(text_head_artifact, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_head_match_model_exports_serves_and_takes_new_items(tmp_path):
+@pytest.mark.parametrize("cold_scale", [False, True], ids=["match", "match+cold-scale"])
+def test_head_match_model_exports_serves_and_takes_new_items(cold_scale, tmp_path):
     from safetensors.numpy import load_file
 
     # the text-match block widens the user vector and the head rows to d + Di: the export, every
@@ -254,10 +255,21 @@ def test_head_match_model_exports_serves_and_takes_new_items(tmp_path):
     from lite_export.exporters.onnx import ExportOptions, export_artifact
     from tests.model.test_model import _model
 
-    model = _model(head="text+id", head_match=True)
+    model = _model(
+        head="text+id",
+        head_match=True,
+        head_residual_dropout=0.5 if cold_scale else 0.0,
+        head_cold_scale=cold_scale,
+    )
     with torch.no_grad():
         model.head.weight.normal_(std=0.1)
         model.match_scale.fill_(3.0)
+        if cold_scale:  # items 0 and 1 have no learned residual: the cold scale and bias
+            model.match_scale_cold.fill_(7.0)
+            model.cold_bias.fill_(0.5)
+            model.head.weight[:2] = 0.0
+            model.head.bias[:2] = 0.0
+            model.text_only[:2] = True
     model.save_pretrained(tmp_path / "ck")
     art = export_artifact(tmp_path / "ck", tmp_path / "art", ExportOptions(k=5), log=None)
     manifest = verify_artifact(art)
@@ -284,8 +296,14 @@ def test_head_match_model_exports_serves_and_takes_new_items(tmp_path):
     edited = model_from_artifact(out)[0]
     w, _ = edited.head_params()
     np.testing.assert_allclose(head["weight"], w.detach().numpy(), rtol=0, atol=0)
-    # the new item's match row: its own unit vector, centred on the *training* catalog's mean
+    # the new item's match row: its own unit vector, centred on the *training* catalog's mean,
+    # times the scale of rows without a learned residual (the cold scale, where the model has one)
     vec = edited.item_vectors[30] - model.match_center
+    scale = 7.0 if cold_scale else 3.0
     np.testing.assert_allclose(
-        head["weight"][30, 32:], (3.0 * vec / vec.norm()).numpy(), rtol=1e-5, atol=1e-6
+        head["weight"][30, 32:], (scale * vec / vec.norm()).numpy(), rtol=1e-5, atol=1e-6
     )
+    if cold_scale:
+        assert edited.text_only.tolist() == [True, True] + [False] * 28 + [True]
+        text_bias = edited.head_text(edited.item_vectors[30])[-1].item()
+        np.testing.assert_allclose(head["bias"][30], text_bias + 0.5, rtol=1e-5, atol=1e-6)

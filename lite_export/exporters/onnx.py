@@ -395,8 +395,8 @@ ITEMS_ENCODER_DIR = "items_encoder"
 
 def item_tower_state(model) -> dict[str, torch.Tensor]:
     """Everything of ``model`` but the rec LLM and the item LLM, plus its item-LLM vectors."""
-    state = {
-        k: v.detach().float().cpu().contiguous()
+    state = {  # floats as fp32; flags (head_cold_scale's text_only) keep their dtype
+        k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().contiguous()
         for k, v in model.state_dict().items()
         if not k.startswith(("backbone.", "item_llm."))
     }

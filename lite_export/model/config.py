@@ -57,6 +57,11 @@ class LiteConfig:
     # text-match term beside the learned rows, full item-LLM width, for items the model never saw.
     # The user vector and the head rows grow from d_model to d_model + d_item columns
     head_match: bool = False
+    # "text+id" with head_match and head_residual_dropout: a text-only row (an item whose
+    # residual training dropped this step, held out of training, or added by `lite catalog add`)
+    # gets its own match scale and a bias offset, learned on the rows training drops; exports
+    # freeze them into those rows, so serving is unchanged
+    head_cold_scale: bool = False
 
     # filled when the model is bound to a catalog
     num_items: int = 0
@@ -103,6 +108,15 @@ class LiteConfig:
             raise ValueError(
                 "LiteConfig: head_match adds a text-match term to a text head; it needs "
                 "head='text' or 'text+id' (an id head scores only the items it trained on)"
+            )
+        if self.head_cold_scale and not (
+            self.head == "text+id" and self.head_match and self.head_residual_dropout
+        ):
+            raise ValueError(
+                "LiteConfig: head_cold_scale learns the text-only rows' match scale from the rows "
+                "whose residual training drops; it needs head='text+id', head_match=True and "
+                f"head_residual_dropout > 0 (got head={self.head!r}, head_match={self.head_match}, "
+                f"head_residual_dropout={self.head_residual_dropout})"
             )
         for name in ("dropout", "resid_dropout", "head_residual_dropout"):
             value = getattr(self, name)

@@ -152,6 +152,12 @@ class LiteLLM4Rec(nn.Module):
         if cfg.head_match:  # the text-match term: its scale, and the catalog mean it centres on
             self.match_scale = nn.Parameter(torch.tensor(MATCH_SCALE_INIT))
             self.register_buffer("match_center", self.item_vectors[:-1].mean(0).clone())
+        self.match_scale_cold = self.cold_bias = None
+        if cfg.head_cold_scale:  # text-only rows' own match scale and bias offset
+            self.match_scale_cold = nn.Parameter(torch.tensor(MATCH_SCALE_INIT))
+            self.cold_bias = nn.Parameter(torch.tensor(0.0))
+            # items with no learned residual: held out of training, or added after it
+            self.register_buffer("text_only", torch.zeros(n, dtype=torch.bool))
         if cfg.head == "text+id":
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -288,7 +294,20 @@ class LiteLLM4Rec(nn.Module):
         ``match``) each row ends with the text-match block, ``scale *`` the item's unit centred
         item-LLM vector: ``W [N, d + Di]``, matching :meth:`user_vectors`. Exports freeze the result.
         """
+        w, b, scale = self._head_rows(rows)
+        if match and scale is not None:
+            table = self.match_table()
+            block = table[:-1] if rows is None else table[rows]
+            w = torch.cat([w, scale.unsqueeze(1) * block], dim=1)
+        return w, b
+
+    def _head_rows(self, rows: torch.Tensor | None = None):
+        """``W [R, d]``, ``b [R]`` and the text-match scale of each row ``[R]`` (None without
+        ``head_match``). With ``head_cold_scale`` a row without a learned residual (a
+        ``text_only`` item, or one whose residual this training step dropped) takes
+        ``match_scale_cold`` and ``cold_bias``; the others ``match_scale``."""
         w = b = None
+        plain = None  # rows scored without a learned residual
         if self.head_text is not None:
             vectors = self.item_vectors[:-1] if rows is None else self.item_vectors[rows]
             out = self.head_text(vectors)
@@ -299,15 +318,23 @@ class LiteLLM4Rec(nn.Module):
             if w is None:
                 w, b = rw, rb
             else:
-                w, b = self._add_residual(w, b, rw, rb)
-        if match and self.match_scale is not None:
-            table = self.match_table()
-            block = table[:-1] if rows is None else table[rows]
-            w = torch.cat([w, self.match_scale * block], dim=1)
+                keep = self._residual_keep(rw)
+                if self.match_scale_cold is not None:
+                    gone = self.text_only if rows is None else self.text_only[rows]
+                    plain = gone if keep is None else gone | (keep == 0)
+                if keep is not None:
+                    rw, rb = rw * keep.unsqueeze(1), rb * keep
+                w, b = w + rw, b + rb
+        scale = None
+        if self.match_scale is not None:
+            scale = self.match_scale.expand(w.shape[0])
+            if plain is not None:
+                scale = torch.where(plain, self.match_scale_cold, scale)
+                b = b + self.cold_bias * plain
         if self._any_retired:
             gone = self.retired if rows is None else self.retired[rows]
             b = b.masked_fill(gone, float("-inf"))
-        return w, b
+        return w, b, scale
 
     @property
     def head_width(self) -> int:
@@ -330,26 +357,30 @@ class LiteLLM4Rec(nn.Module):
         the history's match vectors so far (pads are zero rows, so they add nothing). [B, L, Di]"""
         return F.normalize(F.embedding(item_ids, table).cumsum(1), dim=-1)
 
-    def _match_logits(self, q: torch.Tensor, table: torch.Tensor, rows=None) -> torch.Tensor:
-        """``scale * cos`` of queries ``q [T, Di]`` with every item (or ``rows``). [T, N]"""
-        with torch.no_grad():  # constants: only the scale learns
+    def _match_logits(self, q: torch.Tensor, table: torch.Tensor, scale, rows=None):
+        """``scale * cos`` of queries ``q [T, Di]`` with every item (or ``rows``), ``scale``
+        one per item. [T, N]"""
+        with torch.no_grad():  # constants: only the scales learn
             cos = q @ (table[:-1] if rows is None else table[rows]).T
-        return self.match_scale * cos
+        return cos * scale
 
-    def _add_residual(self, w, b, rw, rb):
-        """The text rows plus the learned residual, dropped row by row in training."""
+    def _residual_keep(self, rw: torch.Tensor) -> torch.Tensor | None:
+        """Each residual row's factor in training with ``head_residual_dropout``: 0 where
+        dropped, ``1 / (1 - p)`` where kept; None when nothing is dropped (eval)."""
         p = self.config.head_residual_dropout
-        if self.training and p > 0:
-            keep = (torch.rand(rw.shape[0], device=rw.device) >= p).to(rw.dtype) / (1 - p)
-            rw, rb = rw * keep.unsqueeze(1), rb * keep
-        return w + rw, b + rb
+        if not (self.training and p > 0):
+            return None
+        return (torch.rand(rw.shape[0], device=rw.device) >= p).to(rw.dtype) / (1 - p)
 
     def block_in_training(self, items) -> None:
         """Keep ``items`` (indices) out of the training loss: never a target nor a negative,
         as if they were not in the catalog yet (their rows get no gradient)."""
         self.train_blocked.zero_()
         if len(items):
-            self.train_blocked[torch.as_tensor(list(items), dtype=torch.long)] = True
+            idx = torch.as_tensor(list(items), dtype=torch.long)
+            self.train_blocked[idx] = True
+            if self.match_scale_cold is not None:  # they will have no learned residual
+                self.text_only[idx] = True
 
     def forward(
         self,
@@ -374,23 +405,23 @@ class LiteLLM4Rec(nn.Module):
         table = self.match_table()
         q = None if table is None else self._match_queries(item_ids, table)[keep]  # [T, Di]
         if num_negatives <= 0:
-            w, b = self.head_params(match=False)
+            w, b, scale = self._head_rows()
             logits = F.linear(h, w, b)
             if q is not None:
-                logits = logits + self._match_logits(q, table)
+                logits = logits + self._match_logits(q, table, scale)
             if blocked.any():
                 logits = logits.masked_fill(blocked, float("-inf"))
             return F.cross_entropy(logits, t, label_smoothing=label_smoothing)
         neg = torch.randint(0, self.config.num_items, (num_negatives,), device=t.device)
-        w, b = self.head_params(torch.cat([t, neg]), match=False)
+        w, b, scale = self._head_rows(torch.cat([t, neg]))
         n_t = t.shape[0]
         pos = (h * w[:n_t]).sum(-1, keepdim=True) + b[:n_t].unsqueeze(-1)  # [T, 1]
         negs = h @ w[n_t:].T + b[n_t:]  # [T, S]
         if q is not None:
             with torch.no_grad():
                 cos_t = (q * table[t]).sum(-1, keepdim=True)
-            pos = pos + self.match_scale * cos_t
-            negs = negs + self._match_logits(q, table, neg)
+            pos = pos + scale[:n_t].unsqueeze(-1) * cos_t
+            negs = negs + self._match_logits(q, table, scale[n_t:], neg)
         drop = (neg.unsqueeze(0) == t.unsqueeze(1)) | blocked[neg].unsqueeze(0)
         negs = negs.masked_fill(drop, float("-inf"))
         logits = torch.cat([pos, negs], dim=1)

@@ -117,6 +117,10 @@ def test_head_config_is_checked():
         LiteConfig(head="text", head_residual_dropout=0.2)
     with pytest.raises(ValueError, match="head_match adds a text-match term"):
         LiteConfig(head="id", head_match=True)
+    with pytest.raises(ValueError, match="head_cold_scale learns the text-only rows"):
+        LiteConfig(head="text+id", head_match=True, head_cold_scale=True)  # nothing dropped
+    with pytest.raises(ValueError, match="head_cold_scale learns the text-only rows"):
+        LiteConfig(head="text", head_match=True, head_cold_scale=True)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         LiteConfig(head="text+id", head_residual_dropout=1.0)
 
@@ -188,6 +192,71 @@ def test_head_match_checkpoint_round_trip(tmp_path):
     again = LiteLLM4Rec.from_pretrained(tmp_path / "ck")
     assert again.config.head_match and again.match_scale.item() == 2.5
     torch.testing.assert_close(again.match_center, model.match_center, rtol=0, atol=0)
+    torch.testing.assert_close(again.score(IDS), model.score(IDS), rtol=0, atol=0)
+
+
+def _cold_model(**kw):
+    model = _model(
+        head="text+id", head_match=True, head_residual_dropout=0.5, head_cold_scale=True, **kw
+    )
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+        model.head.bias.normal_(std=0.1)
+        model.match_scale.fill_(2.0)
+        model.match_scale_cold.fill_(6.0)
+        model.cold_bias.fill_(0.25)
+    return model
+
+
+def test_cold_scale_scores_text_only_items_with_their_own_scale_and_bias():
+    model = _cold_model()
+    assert not model.text_only.any()
+    model.block_in_training([3, 7])  # held out of training: they will have no learned residual
+    assert model.text_only.nonzero().flatten().tolist() == [3, 7]
+    with torch.no_grad():
+        model.head.weight[[3, 7]] = 0.0
+        model.head.bias[[3, 7]] = 0.0
+    w, b = model.head_params()
+    text = model.head_text(model.item_vectors[:-1])
+    unit = _unit_rows(model)
+    cold = model.text_only
+    scale = torch.where(cold, 6.0, 2.0).unsqueeze(1)
+    torch.testing.assert_close(w[:, 32:], scale * unit)
+    torch.testing.assert_close(w[:, :32], text[:, :32] + model.head.weight)
+    torch.testing.assert_close(b, text[:, 32] + model.head.bias + 0.25 * cold)
+    wr, br = model.head_params(torch.tensor([7, 2]))
+    torch.testing.assert_close(wr, w[[7, 2]])
+    torch.testing.assert_close(br, b[[7, 2]])
+
+
+def test_cold_scale_trains_on_the_rows_whose_residual_is_dropped():
+    model = _cold_model().train()
+    p = model.config.head_residual_dropout
+    torch.manual_seed(5)
+    w, b, scale = model._head_rows()
+    torch.manual_seed(5)
+    kept = torch.rand(30) >= p  # the same draw: the rows training keeps, rescaled by 1 / (1 - p)
+    assert 0 < kept.sum() < 30
+    text = model.head_text(model.item_vectors[:-1])
+    torch.testing.assert_close(scale, torch.where(kept, 2.0, 6.0))
+    resid = kept.unsqueeze(1) * model.head.weight / (1 - p)
+    torch.testing.assert_close(w, text[:, :32] + resid)
+    torch.testing.assert_close(b, text[:, 32] + kept * model.head.bias / (1 - p) + 0.25 * ~kept)
+    for negatives in (0, 8):
+        model.zero_grad()
+        model(IDS, targets=TARGETS, num_negatives=negatives).backward()
+        for name in ("match_scale", "match_scale_cold", "cold_bias"):
+            grad = getattr(model, name).grad
+            assert grad is not None and grad != 0, (name, negatives)
+
+
+def test_cold_scale_checkpoint_round_trip(tmp_path):
+    model = _cold_model()
+    model.block_in_training([4])
+    model.save_pretrained(tmp_path / "ck")
+    again = LiteLLM4Rec.from_pretrained(tmp_path / "ck")
+    assert again.config.head_cold_scale and again.text_only.nonzero().flatten().tolist() == [4]
+    assert (again.match_scale_cold.item(), again.cold_bias.item()) == (6.0, 0.25)
     torch.testing.assert_close(again.score(IDS), model.score(IDS), rtol=0, atol=0)
 
 
