@@ -156,8 +156,9 @@ def run(args) -> list[dict]:
                 patience=args.patience,
                 max_train_seconds=args.max_train_seconds,
                 seed=args.seed,
+                cold_calibration=args.cold_calibration if model_cfg.head_cold_scale else None,
             )
-            label = model_label(name, model_cfg)
+            label = model_label(name, model_cfg, train_cfg)
             tag = label.replace(" (head ", "-head-").rstrip(")")
             out = Path(args.ckpt_root) / f"{key}-{tag}" if args.ckpt_root else None
             t0 = time.perf_counter()
@@ -225,11 +226,13 @@ def by_target(split, ranks: list[int]) -> dict[str, tuple[dict, int]]:
     return out
 
 
-def model_label(name: str, model_cfg) -> str:
+def model_label(name: str, model_cfg, train_cfg=None) -> str:
     """Lite-LLM4Rec rows name their head when it is not the learned id head."""
     head = getattr(model_cfg, "head", "id")
     head += "+match" if getattr(model_cfg, "head_match", False) else ""
     head += "+cold-scale" if getattr(model_cfg, "head_cold_scale", False) else ""
+    if getattr(train_cfg, "cold_calibration", 0.0):
+        head += f"+cold-calibration-{train_cfg.cold_calibration:g}"
     return name if name != "Lite-LLM4Rec" or head == "id" else f"{name} (head {head})"
 
 
@@ -496,6 +499,12 @@ def main() -> None:
         "--head-cold-scale",
         action="store_true",
         help="text+id with --head-match: text-only rows' own match scale (head_cold_scale)",
+    )
+    p.add_argument(
+        "--cold-calibration",
+        type=float,
+        default=None,
+        help="with --head-cold-scale: the fraction of training items that calibrates it",
     )
     p.add_argument("--merge", nargs="+", default=None, help="run folders to merge and select from")
     args = p.parse_args()

@@ -15,7 +15,8 @@
 # until early stopping (patience) instead of for a fixed time. COLD=0.1: the cold-start protocol
 # (that fraction of the items held out of training; cold and warm rows), where each Lite-LLM4Rec
 # run trains every head of HEADS (default "id text text+id", --head-residual-dropout
-# HEAD_DROPOUT, default 0.5) and the text-only peer joins most-popular.
+# HEAD_DROPOUT, default 0.5) and the text-only peer joins most-popular. HEAD_FLAGS: more head
+# flags for those runs, e.g. "--head-match --head-cold-scale" (with HEADS="text+id").
 set -u
 OUT=${OUT:-benchmarks/results/quality_gpu}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
@@ -45,7 +46,7 @@ for ds in ${DATASETS:-ml-1m amazon-beauty}; do
           && extra="most-popular"
         [ -n "$COLD" ] && [ -n "$extra" ] && extra="$extra text-cosine"
         [ -n "$COLD" ] && [ "$model" = Lite-LLM4Rec ] \
-          && extra="--heads ${HEADS:-id text text+id} --head-residual-dropout ${HEAD_DROPOUT:-0.5}"
+          && extra="--heads ${HEADS:-id text text+id} --head-residual-dropout ${HEAD_DROPOUT:-0.5} ${HEAD_FLAGS:-}"
         # shellcheck disable=SC2086
         $PY benchmarks/quality.py --datasets $ds --models $model $extra --data-root "$DATA_ROOT" \
           --out "$OUT/runs/r$i" $cfg --seed "$seed" $budget_flag $cold_flags \

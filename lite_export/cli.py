@@ -204,6 +204,14 @@ def train(
             "own text-match scale and bias offset, learned on the rows training drops.",
         ),
     ] = None,
+    cold_calibration: Annotated[
+        float | None,
+        typer.Option(
+            help="With --head-cold-scale: hold this fraction of the training items out of "
+            "training (e.g. 0.05) and set the cold scale and bias to what ranks them best on "
+            "the validation users whose target they are.",
+        ),
+    ] = None,
     max_history: Annotated[
         int | None, typer.Option(help="Positions the model sees (default: the data set's).")
     ] = None,
@@ -362,6 +370,7 @@ def train(
                         num_negatives=num_negatives,
                         max_train_seconds=max_train_seconds,
                         seed=seed,
+                        cold_calibration=cold_calibration,
                     )
             except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
                 _fail(str(exc))

@@ -171,6 +171,10 @@ class TrainConfig:
     # crossed; that partial epoch is still validated); on one process the LR schedule follows
     # wall time (so it anneals within the budget) and runs are no longer bit-reproducible
     max_train_seconds: float | None = None
+    # with head_cold_scale: hold this seeded fraction of the training items out of training
+    # (text-only from then on, like added items) and, after training, set the cold scale and
+    # bias offset to what ranks them best on the validation users whose target they are
+    cold_calibration: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,6 +185,11 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 f"TrainConfig: label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+        if not 0.0 <= self.cold_calibration < 0.5:
+            raise ValueError(
+                "TrainConfig: cold_calibration is the fraction of items held out to calibrate "
+                f"the cold scale, in [0, 0.5) (e.g. 0.05), got {self.cold_calibration}"
             )
 
     @classmethod

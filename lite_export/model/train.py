@@ -24,6 +24,11 @@ import torch
 from lite_export.data.base import LeaveOneOutSplit
 from lite_export.data.batching import TrainWindows
 from lite_export.model.budget import SAFETY, RunClock
+from lite_export.model.cold_calibration import (
+    calibrate_cold_scale,
+    calibration_items,
+    without_items,
+)
 from lite_export.model.config import TrainConfig
 from lite_export.model.lite_llm4rec import LiteLLM4Rec
 from lite_export.model.metrics import evaluate_ranking
@@ -53,6 +58,8 @@ class TrainResult:
     state: TrainingState | None = None  # what `lite train --resume` needs (not in to_dict)
     # the cold-start protocol's test metrics by target: {"cold": {...}, "warm": {...}}
     test_by_target: dict = field(default_factory=dict)
+    # TrainConfig.cold_calibration: the users it used, the learned and the chosen cold scale
+    cold_calibration: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -68,6 +75,7 @@ class TrainResult:
             "steps": self.steps,
             "timing": self.clock.to_dict() if self.clock else None,
             **({"test_by_target": self.test_by_target} if self.test_by_target else {}),
+            **({"cold_calibration": self.cold_calibration} if self.cold_calibration else {}),
         }
 
 
@@ -139,8 +147,19 @@ def train_model(
     run = clock or RunClock(cfg.max_train_seconds)
     stop = stop or StopRequest()
     n_items = model.config.num_items
-    model.block_in_training(split.cold_items)  # held-out items: never a target nor a negative
-    windows = TrainWindows(split.train, model.config.max_history, n_items)
+    train_sequences, calibration = split.train, []
+    if cfg.cold_calibration:
+        if model.match_scale_cold is None:
+            raise ValueError(
+                "TrainConfig.cold_calibration calibrates the cold scale of a model with "
+                "head_cold_scale=True; add --head-cold-scale (with --head text+id --head-match "
+                "--head-residual-dropout P) or drop --cold-calibration"
+            )
+        calibration = calibration_items(n_items, cfg.cold_calibration, split.cold_items, cfg.seed)
+        train_sequences = without_items(split.train, calibration)
+    # held-out and calibration items: never a target nor a negative, no learned residual
+    model.block_in_training([*split.cold_items, *calibration])
+    windows = TrainWindows(train_sequences, model.config.max_history, n_items)
     if len(windows) == 0:
         raise ValueError("no training sequences with at least 2 items; check the data set")
     shuffle = torch.Generator().manual_seed(cfg.seed)
@@ -362,6 +381,15 @@ def train_model(
     # else: stopped before any validation; the checkpoint keeps the current weights
     model.eval()
     model.refresh_item_vectors()
+    if calibration and not interrupted:
+        chosen = set(calibration)
+        result.cold_calibration = calibrate_cold_scale(
+            model,
+            [ex for ex in split.valid if ex[1] in chosen],
+            batch_size=cfg.eval_batch_size,
+            device=acc.device,
+            log=say,
+        )
     return result
 
 

@@ -266,3 +266,62 @@ def test_flat_text_refuses_a_text_head():
     cfg = LiteConfig.from_name("tiny", d_model=32, d_ff=64, max_history=8, head="text")
     with pytest.raises(ValueError, match="head='id' only"):
         FlatTextLite.build(cfg, _catalog(), seed=0)
+
+
+def test_cold_calibration_holds_items_out_and_picks_their_scale_on_validation(synthetic):
+    from accelerate import Accelerator
+
+    from lite_export.model import cold_calibration as cc
+    from lite_export.model.config import TrainConfig
+    from lite_export.model.metrics import evaluate_ranking
+    from lite_export.model.train import train_model
+    from lite_export.model.workflow import catalog_of
+
+    ds, split = synthetic
+    cfg = LiteConfig.from_name(
+        "tiny", d_model=32, d_ff=64, max_history=20, head="text+id", head_match=True,
+        head_residual_dropout=0.5, head_cold_scale=True,
+    )  # fmt: skip
+    model = LiteLLM4Rec.build(cfg, catalog_of(ds, split))
+    train_cfg = TrainConfig.from_name("tiny", epochs=2, cold_calibration=0.1)
+    result = train_model(
+        model, split, train_cfg, accelerator=Accelerator(cpu=True), progress=False, log=None
+    )
+    held = cc.calibration_items(model.config.num_items, 0.1, split.cold_items, train_cfg.seed)
+    assert len(held) == round(0.1 * model.config.num_items)
+    # out of training like a new item: no learned residual, scored as text-only
+    assert model.text_only[held].all() and model.text_only.sum() == len(held)
+    assert not model.head.weight[held].any() and not model.head.bias[held].any()
+    got = result.cold_calibration
+    examples = [ex for ex in split.valid if ex[1] in set(held)]
+    assert got["users"] == len(examples) > 0
+    # the model keeps the chosen point, which is the grid's best (or the learned one)
+    assert (model.match_scale_cold.item(), model.cold_bias.item()) == pytest.approx(
+        (got["chosen"]["scale"], got["chosen"]["bias"])
+    )
+    assert got["chosen"]["ndcg@10"] >= got["learned"]["ndcg@10"]
+    n, length = model.config.num_items, model.config.max_history
+    now = evaluate_ranking(model.frozen_scorer(), examples, n, length, ks=(10,))
+    assert now["ndcg@10"] == pytest.approx(got["chosen"]["ndcg@10"], abs=1e-6)
+    warm = got["warm_scale"]
+    for f in cc.SCALE_FACTORS[:2]:  # any other grid point scores no better on those users
+        with torch.no_grad():
+            model.match_scale_cold.fill_(warm * f)
+            model.cold_bias.fill_(0.0)
+        other = evaluate_ranking(model.frozen_scorer(), examples, n, length, ks=(10,))
+        assert other["ndcg@10"] <= got["chosen"]["ndcg@10"] + 1e-6
+
+
+def test_cold_calibration_needs_a_cold_scale_and_a_sane_fraction(synthetic):
+    from lite_export.model.config import TrainConfig
+    from lite_export.model.train import train_model
+    from lite_export.model.workflow import catalog_of
+
+    with pytest.raises(ValueError, match=r"cold_calibration .* in \[0, 0.5\)"):
+        TrainConfig(cold_calibration=0.7)
+    ds, split = synthetic
+    model = LiteLLM4Rec.build(
+        LiteConfig.from_name("tiny", d_model=32, d_ff=64), catalog_of(ds, split)
+    )
+    with pytest.raises(ValueError, match="head_cold_scale=True; add --head-cold-scale"):
+        train_model(model, split, TrainConfig(epochs=1, cold_calibration=0.05), log=None)
