@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -137,18 +137,54 @@ def target_ranks(
 
 def _rank_batch(score_fn, chunk, num_items: int, max_history: int, device) -> torch.Tensor:
     """0-based pessimistic ranks of the targets of one batch of (history, target) examples."""
-    pad = num_items
+    ids, full, targets = _batch_inputs(chunk, num_items, max_history, device)
+    return _ranks(score_fn(ids), full, targets, num_items)
+
+
+def _batch_inputs(chunk, num_items: int, max_history: int, device):
+    """The model's input ids [B, L], the whole histories to mask and the targets of a batch."""
     hists = [h for h, _ in chunk]
-    ids = pad_histories(hists, max_history, pad).to(device)
-    full = pad_histories(hists, max(1, max(len(h) for h in hists)), pad).to(device)
+    ids = pad_histories(hists, max_history, num_items).to(device)
+    full = pad_histories(hists, max(1, max(len(h) for h in hists)), num_items).to(device)
     targets = torch.tensor([t for _, t in chunk], dtype=torch.long, device=device)
-    scores = score_fn(ids).float()
-    if scores.shape != (len(chunk), num_items):
+    return ids, full, targets
+
+
+def _ranks(scores: torch.Tensor, full, targets, num_items: int) -> torch.Tensor:
+    scores = scores.float()
+    if scores.shape != (len(targets), num_items):
         raise ValueError(
-            f"score_fn returned {tuple(scores.shape)}, expected {(len(chunk), num_items)}"
+            f"score_fn returned {tuple(scores.shape)}, expected {(len(targets), num_items)}"
         )
-    mask_items(scores, full, pad)
+    mask_items(scores, full, num_items)
     return pessimistic_ranks(scores, targets).cpu()
+
+
+@torch.inference_mode()
+def evaluate_variants(
+    variants_fn: Callable[[torch.Tensor], Iterable[torch.Tensor]],
+    examples: Sequence[tuple[list[int], int]],
+    num_items: int,
+    max_history: int,
+    batch_size: int = 256,
+    ks: Sequence[int] = DEFAULT_KS,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """:func:`evaluate_ranking` of several scorings in one pass over the data:
+    ``variants_fn(item_ids [B, L])`` yields V score tensors ``[B, N]`` (each its own tensor: it
+    is masked in place), the same V for every batch. One metrics dict per variant."""
+    ranks: list[list[torch.Tensor]] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        ids, full, targets = _batch_inputs(chunk, num_items, max_history, device)
+        for v, scores in enumerate(variants_fn(ids)):
+            if v == len(ranks):
+                ranks.append([])
+            ranks[v].append(_ranks(scores, full, targets, num_items))
+    out = []
+    for r in ranks:
+        out.append(metrics_from_ranks(torch.cat(r), ks) | {"users": len(examples)})
+    return out
 
 
 class MostPopular:

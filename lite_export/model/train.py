@@ -382,10 +382,9 @@ def train_model(
     model.eval()
     model.refresh_item_vectors()
     if calibration and not interrupted:
-        chosen = set(calibration)
         result.cold_calibration = calibrate_cold_scale(
             model,
-            [ex for ex in split.valid if ex[1] in chosen],
+            split.valid,
             batch_size=cfg.eval_batch_size,
             device=acc.device,
             log=say,

@@ -293,23 +293,30 @@ def test_cold_calibration_holds_items_out_and_picks_their_scale_on_validation(sy
     assert model.text_only[held].all() and model.text_only.sum() == len(held)
     assert not model.head.weight[held].any() and not model.head.bias[held].any()
     got = result.cold_calibration
-    examples = [ex for ex in split.valid if ex[1] in set(held)]
-    assert got["users"] == len(examples) > 0
-    # the model keeps the chosen point, which is the grid's best (or the learned one)
+    assert got["users"] == len(split.valid)
+    assert got["text_only_target_users"] == sum(t in set(held) for _, t in split.valid) > 0
+    # the model keeps the chosen point: the grid's best on the whole validation split
     assert (model.match_scale_cold.item(), model.cold_bias.item()) == pytest.approx(
         (got["chosen"]["scale"], got["chosen"]["bias"])
     )
     assert got["chosen"]["ndcg@10"] >= got["learned"]["ndcg@10"]
     n, length = model.config.num_items, model.config.max_history
-    now = evaluate_ranking(model.frozen_scorer(), examples, n, length, ks=(10,))
-    assert now["ndcg@10"] == pytest.approx(got["chosen"]["ndcg@10"], abs=1e-6)
-    warm = got["warm_scale"]
-    for f in cc.SCALE_FACTORS[:2]:  # any other grid point scores no better on those users
+
+    def valid_ndcg(scale, bias):  # the one-pass grid scores as the evaluator does
         with torch.no_grad():
-            model.match_scale_cold.fill_(warm * f)
-            model.cold_bias.fill_(0.0)
-        other = evaluate_ranking(model.frozen_scorer(), examples, n, length, ks=(10,))
-        assert other["ndcg@10"] <= got["chosen"]["ndcg@10"] + 1e-6
+            model.match_scale_cold.fill_(scale)
+            model.cold_bias.fill_(bias)
+        return evaluate_ranking(model.frozen_scorer(), split.valid, n, length, ks=(10,))["ndcg@10"]
+
+    assert valid_ndcg(got["chosen"]["scale"], got["chosen"]["bias"]) == pytest.approx(
+        got["chosen"]["ndcg@10"], abs=1e-6
+    )
+    assert valid_ndcg(got["learned"]["scale"], got["learned"]["bias"]) == pytest.approx(
+        got["learned"]["ndcg@10"], abs=1e-6
+    )
+    warm = got["warm_scale"]
+    for f, b in ((cc.SCALE_FACTORS[0], cc.BIAS_OFFSETS[0]), (cc.SCALE_FACTORS[-1], 1.0)):
+        assert valid_ndcg(warm * f, b) <= got["chosen"]["ndcg@10"] + 1e-6
 
 
 def test_cold_calibration_needs_a_cold_scale_and_a_sane_fraction(synthetic):
