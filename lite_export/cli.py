@@ -209,7 +209,14 @@ def train(
         typer.Option(
             help="With --head-cold-scale: hold this fraction of the training items out of "
             "training (e.g. 0.05) and set the cold scale and bias to what ranks them best on "
-            "the validation users whose target they are.",
+            "the validation users whose target they are, within --cold-calibration-warm-cost.",
+        ),
+    ] = None,
+    cold_calibration_warm_cost: Annotated[
+        float | None,
+        typer.Option(
+            help="The fraction of the other validation users' NDCG@10 that --cold-calibration "
+            "may give up (default 0.02)."
         ),
     ] = None,
     max_history: Annotated[
@@ -371,6 +378,7 @@ def train(
                         max_train_seconds=max_train_seconds,
                         seed=seed,
                         cold_calibration=cold_calibration,
+                        cold_calibration_warm_cost=cold_calibration_warm_cost,
                     )
             except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
                 _fail(str(exc))

@@ -175,6 +175,8 @@ class TrainConfig:
     # (text-only from then on, like added items) and, after training, set the cold scale and
     # bias offset to what ranks them best on the validation users whose target they are
     cold_calibration: float = 0.0
+    # the validation NDCG@10 the other users may lose to it (a fraction of the learned values')
+    cold_calibration_warm_cost: float = 0.02
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -190,6 +192,11 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: cold_calibration is the fraction of items held out to calibrate "
                 f"the cold scale, in [0, 0.5) (e.g. 0.05), got {self.cold_calibration}"
+            )
+        if not 0.0 <= self.cold_calibration_warm_cost < 1.0:
+            raise ValueError(
+                "TrainConfig: cold_calibration_warm_cost is a fraction of the other users' "
+                f"validation NDCG@10, in [0, 1), got {self.cold_calibration_warm_cost}"
             )
 
     @classmethod

@@ -385,6 +385,7 @@ def train_model(
         result.cold_calibration = calibrate_cold_scale(
             model,
             split.valid,
+            warm_cost=cfg.cold_calibration_warm_cost,
             batch_size=cfg.eval_batch_size,
             device=acc.device,
             log=say,
