@@ -45,6 +45,48 @@ def without_items(sequences: Sequence[list[int]], items) -> list[list[int]]:
     return [[i for i in s if i not in drop] for s in sequences]
 
 
+def cold_grid(model) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+    """The model's current (cold scale, bias offset) and the calibration grid, that point first."""
+    learned = (float(model.match_scale_cold.detach()), float(model.cold_bias.detach()))
+    warm = float(model.match_scale.detach())
+    return learned, [learned] + [(warm * f, b) for f in SCALE_FACTORS for b in BIAS_OFFSETS]
+
+
+@torch.no_grad()
+def evaluate_grid(model, grid, examples, batch_size=256, ks=(10,), device="cpu") -> list[dict]:
+    """The metrics of ``examples`` with the text-only rows at each (cold scale, bias offset) of
+    ``grid``, in one pass: the user vectors and the rest of the scores are computed once per
+    batch. One metrics dict per grid point, as :func:`~lite_export.model.metrics.evaluate_ranking`
+    gives it."""
+    cfg = model.config
+    current = (float(model.match_scale_cold), float(model.cold_bias))
+    w, b = (t.detach() for t in model.head_params())
+    cols = model.text_only.to(w.device).nonzero().flatten()
+    unit = model.match_table()[:-1][cols]  # the text-only rows' match block, before the scale
+    d = w.shape[1] - unit.shape[1]
+
+    def variants(item_ids):
+        u = model.user_vectors(item_ids)
+        base = F.linear(u, w, b)
+        cos = u[:, d:] @ unit.T  # [B, C]
+        for scale, bias in grid:
+            scores = base.clone()
+            scores[:, cols] += (scale - current[0]) * cos + (bias - current[1])
+            yield scores
+
+    return evaluate_variants(
+        variants, examples, cfg.num_items, cfg.max_history, batch_size, ks=ks, device=device
+    )
+
+
+def choose(cold: Sequence[float], others: Sequence[float], warm_cost: float) -> int:
+    """The grid point (index) with the best ``cold`` metric among those whose ``others`` metric
+    is within ``warm_cost`` of point 0's (the learned values, always allowed)."""
+    floor = (1.0 - warm_cost) * others[0]
+    allowed = [i for i in range(len(cold)) if others[i] >= floor] or [0]
+    return max(allowed, key=lambda i: (cold[i], others[i], i == 0))  # ties keep the learned
+
+
 @torch.no_grad()
 def calibrate_cold_scale(
     model,
@@ -63,43 +105,23 @@ def calibrate_cold_scale(
     values are a candidate too. Returns the choice and the learned values' metrics."""
     if model.match_scale_cold is None:
         raise ValueError("cold calibration needs a model with head_cold_scale=True")
-    cfg = model.config
-    text_only = model.text_only.to(device)
     cold_users = [i for i, (_, t) in enumerate(examples) if bool(model.text_only[t])]
     if not cold_users:
         raise ValueError(
             "no validation user has a calibration item as target; raise cold_calibration"
         )
-    learned = (float(model.match_scale_cold), float(model.cold_bias))
+    learned, grid = cold_grid(model)
     warm = float(model.match_scale)
-    grid = [learned] + [(warm * f, b) for f in SCALE_FACTORS for b in BIAS_OFFSETS]
-    w, b = (t.detach() for t in model.head_params())
-    cols = text_only.nonzero().flatten()
-    unit = model.match_table()[:-1][cols]  # the text-only rows' match block, before the scale
-    d = w.shape[1] - unit.shape[1]
-
-    def variants(item_ids):
-        u = model.user_vectors(item_ids)
-        base = F.linear(u, w, b)
-        cos = u[:, d:] @ unit.T  # [B, C]
-        for scale, bias in grid:
-            scores = base.clone()
-            scores[:, cols] += (scale - learned[0]) * cos + (bias - learned[1])
-            yield scores
 
     def run(rows):
-        return evaluate_variants(
-            variants, rows, cfg.num_items, cfg.max_history, batch_size, ks=(10,), device=device
-        )
+        return evaluate_grid(model, grid, rows, batch_size=batch_size, ks=(10,), device=device)
 
     text_only_set = set(cold_users)
     cold = [m["ndcg@10"] for m in run([examples[i] for i in cold_users])]
     others = [
         m["ndcg@10"] for m in run([e for i, e in enumerate(examples) if i not in text_only_set])
     ]
-    floor = (1.0 - warm_cost) * others[0]
-    allowed = [i for i in range(len(grid)) if others[i] >= floor] or [0]
-    best = max(allowed, key=lambda i: (cold[i], others[i], i == 0))  # ties keep the learned
+    best = choose(cold, others, warm_cost)
     model.match_scale_cold.fill_(grid[best][0])
     model.cold_bias.fill_(grid[best][1])
 
