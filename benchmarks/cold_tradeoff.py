@@ -22,13 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quality import DATASETS  # noqa: E402  (benchmarks/quality.py, beside this script)
+
 from lite_export.benchmarking import commit, machine  # noqa: E402
 from lite_export.model import cold_calibration as cc  # noqa: E402
 from lite_export.model.lite_llm4rec import LiteLLM4Rec  # noqa: E402
 from lite_export.model.workflow import DataSpec, load_split  # noqa: E402
 
 COSTS = (0.0, 0.02, 0.05, 0.10)
-FOLDERS = {"ml-1m": "ml-1m", "amazon": "amazon-beauty"}
+FOLDERS = {name: folder for name, folder in DATASETS.values()}  # loader name -> data folder
 
 
 def main() -> None:

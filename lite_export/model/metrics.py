@@ -181,10 +181,7 @@ def evaluate_variants(
             if v == len(ranks):
                 ranks.append([])
             ranks[v].append(_ranks(scores, full, targets, num_items))
-    out = []
-    for r in ranks:
-        out.append(metrics_from_ranks(torch.cat(r), ks) | {"users": len(examples)})
-    return out
+    return [metrics_from_ranks(torch.cat(r), ks) | {"users": len(examples)} for r in ranks]
 
 
 class MostPopular:
